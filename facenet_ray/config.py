@@ -1,0 +1,68 @@
+"""All settings of facenet_ray in one pydantic object, read from `FACENET_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+NAMESPACE = "facenet"  # Ray namespace of every named actor of the service
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. `FACENET_TOLERANCE=0.5` sets `tolerance`, and so on."""
+
+    model_config = SettingsConfigDict(env_prefix="FACENET_", extra="ignore")
+
+    # Where things live.
+    data_dir: Path = Path("./facenet-data")
+    gallery_dir: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    # Face model (faces.py). `encoder="fake"` gives deterministic random vectors: scale tests only.
+    encoder: Literal["dlib", "fake"] = "dlib"
+    detector: Literal["hog", "cnn"] = "hog"
+    upsample: int = Field(1, ge=0, le=3)
+    jitters: int = Field(1, ge=1, le=100)
+    landmarks: Literal["small", "large"] = "small"
+    detect_max_side: int = Field(800, ge=100)  # detect on a copy no larger than this
+    fallback_detection: bool = True  # upsample / CNN / whole-image before answering no_face
+
+    # Search decision (index.py).
+    tolerance: float = Field(0.6, gt=0, le=2)
+    top_k: int = Field(5, ge=1, le=100)
+    decision_rule: Literal["nearest", "margin"] = "margin"
+    margin_ratio: float = Field(0.9, gt=0, le=1)  # best / second-best person distance
+    all_faces: bool = False  # search every face of a probe, not only the largest
+
+    # Input limits.
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000
+
+    # Runtime (shard, distributor, coordinator).
+    heartbeat_interval_s: float = Field(2.0, gt=0)
+    heartbeat_misses: int = Field(3, ge=1)
+    auto_heal: bool = True
+    search_timeout_s: float = Field(10.0, gt=0)
+    copy_concurrency: int = Field(8, ge=1)
+    shard_cpus: float = Field(0.1, ge=0)  # CPU reserved by each shard actor itself
+
+    @property
+    def model_key(self) -> str:
+        """Identifies the encodings a setting produces; cached encodings of another key are stale."""
+        if self.encoder == "fake":
+            return "fake-v1"
+        return f"dlib-{self.landmarks}-j{self.jitters}"
+
+    def shard_root(self, server_id: str) -> Path:
+        """A server's own folder under the data dir (the same path on every machine's disk)."""
+        return self.data_dir / "shards" / server_id
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.data_dir / "catalog.duckdb"
