@@ -1,0 +1,34 @@
+# Two commands for a newcomer: `make run` (set up + start on the built-in defaults) and
+# `make test` (set up + run the whole suite). Everything else here serves those two.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+GALLERY ?= tests/data/faces
+
+.PHONY: setup run test lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	# face_recognition pins the source-only `dlib` (15+ min compile); dlib-bin provides it.
+	$(BIN)/python -m pip install -q --no-deps face_recognition==1.3.0
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/facenet-ray up --gallery $(GALLERY) --demo
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: setup
+	$(BIN)/ruff check facenet_ray tests bench serve_app.py
+
+bench: setup
+	$(BIN)/python -m bench all --dataset $(or $(DATASET),../shared/datasets/lfw-dev)
+
+clean:
+	rm -rf $(VENV) facenet-data
