@@ -26,7 +26,8 @@ from facenet_ray.errors import BadRequest, Conflict, NotFound
 SCHEMA_VERSION = 1
 
 ASSIGNMENT_STATES = ("assigned", "copying", "distributed", "failed")
-SERVER_STATUSES = ("active", "pending", "down", "joined")  # joined: a pending record whose node came
+# "joined": a pending (addServer) record whose Ray node has since joined.
+SERVER_STATUSES = ("active", "pending", "down", "joined")
 RUN_STATUSES = ("queued", "running", "done", "failed")  # of tasks and of jobs
 UNFINISHED = ("queued", "running")
 

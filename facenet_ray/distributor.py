@@ -1,0 +1,359 @@
+"""The distributor actor: long admin jobs (load, distribute, check, heal) with progress."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+import ray
+
+from facenet_ray.config import Settings
+from facenet_ray.errors import BadRequest, FacenetError, InvalidName
+from facenet_ray.names import check_name
+from facenet_ray.placement import plan
+from facenet_ray.runtime import LagMonitor, actor, shard_name
+from facenet_ray.store import PhotoStore, sha256_bytes, sha256_file
+
+log = logging.getLogger(__name__)
+
+JOB_KINDS = ("loadDirs", "startAutoDistrib", "checkNetworkIntegrity", "runReDistribution", "heal")
+
+
+class Progress:
+    """Writes a job's progress to the catalog, at most every `every` items."""
+
+    def __init__(self, catalog, job_id: str, total: int, every: int = 25) -> None:
+        self.catalog, self.job_id, self.total, self.every = catalog, job_id, total, every
+        self.done = 0
+
+    async def start(self) -> None:
+        await self.catalog.update_job.remote(self.job_id, done=0, total=self.total)
+
+    async def step(self, n: int = 1) -> None:
+        before = self.done // self.every
+        self.done += n
+        if self.done // self.every != before or self.done >= self.total:
+            await self.catalog.update_job.remote(self.job_id, done=self.done, total=self.total)
+
+
+@ray.remote
+class DistributorActor:
+    """Runs jobs as asyncio tasks; the catalog holds each job's state, progress and result.
+
+    File reads and hashing run in threads and every copy is awaited, so the actor's event loop
+    (and the API) stays responsive however large the gallery is. One job of each kind runs at
+    a time; a second request while one runs gets the running job's id.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.catalog = actor("catalog")
+        self.gallery = PhotoStore(settings.gallery_dir or settings.data_dir / "gallery")
+        self.running: dict[str, str] = {}  # kind -> job id
+        self.tasks: set[asyncio.Task] = set()
+        self.lag = LagMonitor()
+        self.lock = None  # asyncio.Lock, created on the actor's loop
+
+    async def ready(self) -> bool:
+        if self.lock is None:
+            self.lock = asyncio.Lock()
+            await self.catalog.fail_unfinished_jobs.remote("distributor restarted")
+            self._spawn(self.lag.run())
+        return True
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def lag_ms(self) -> float:
+        return self.lag.current_ms()
+
+    async def start_job(self, kind: str, params: dict | None = None) -> str:
+        """Start a job in the background and return its id at once."""
+        await self.ready()
+        if kind not in JOB_KINDS:
+            raise BadRequest(f"unknown job kind {kind!r}")
+        params = params or {}
+        if kind in self.running and kind != "heal":
+            return self.running[kind]
+        job_id = uuid.uuid4().hex
+        await self.catalog.create_job.remote(job_id, kind, params)
+        self.running[kind] = job_id
+        runner: Callable[[str, dict], Awaitable[dict]] = {
+            "loadDirs": self._load_dirs,
+            "startAutoDistrib": self._auto_distrib,
+            "checkNetworkIntegrity": self._check_integrity,
+            "runReDistribution": self._redistribute,
+            "heal": self._heal,
+        }[kind]
+        self._spawn(self._run(job_id, kind, runner, params))
+        return job_id
+
+    async def _run(self, job_id: str, kind: str, runner, params: dict) -> None:
+        try:
+            await self.catalog.update_job.remote(job_id, status="running")
+            async with self.lock:  # jobs that move folders never interleave
+                result = await runner(job_id, params)
+            await self.catalog.update_job.remote(job_id, status="done", result=result)
+            await self.catalog.add_event.remote(f"job_{kind}", {"job": job_id, **_summary(result)})
+        except Exception as exc:
+            log.exception("job %s (%s) failed", job_id, kind)
+            detail = exc.detail if isinstance(exc, FacenetError) else repr(exc)
+            await self.catalog.update_job.remote(job_id, status="failed", error=detail)
+        finally:
+            if self.running.get(kind) == job_id:
+                del self.running[kind]
+
+    async def wait(self, job_id: str, timeout_s: float = 300.0) -> dict:
+        """Wait for a job to finish and return it (for the CLI and tests)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            job = await self.catalog.get_job.remote(job_id)
+            if job["status"] in ("done", "failed") or asyncio.get_running_loop().time() > deadline:
+                return job
+            await asyncio.sleep(0.1)
+
+    # -- loadDirs ---------------------------------------------------------------------------
+
+    async def _load_dirs(self, job_id: str, params: dict) -> dict:
+        """Scan the source gallery into the catalog: new, changed and removed folders and files."""
+        root = self.gallery.root
+        empty = await asyncio.to_thread(self.gallery.purge_empty)
+        for person_id, photo in empty:
+            await self.catalog.add_event.remote(
+                "empty_file_removed", {"photo": photo, "where": "gallery"}, dir=person_id
+            )
+        entries = sorted(
+            p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
+        skipped = []
+        folders = []
+        for name in entries:
+            try:
+                folders.append(check_name(name))
+            except InvalidName as exc:
+                skipped.append({"dir": name, "problem": exc.detail})
+        progress = Progress(self.catalog, job_id, len(folders))
+        await progress.start()
+        totals = {"added": 0, "changed": 0, "removed": 0}
+        for person_id in folders:
+            photos = await asyncio.to_thread(self._scan_folder, person_id)
+            change = await self.catalog.sync_folder.remote(person_id, photos)
+            for key in totals:
+                totals[key] += change[key]
+            await progress.step()
+        known = set(await self.catalog.list_folders.remote())
+        gone = sorted(known - set(folders))
+        assignments = await self.catalog.get_assignments.remote()
+        for person_id in gone:
+            server = assignments.get(person_id, {}).get("server_id")
+            if server:
+                await self._try_shard(server, "remove_dir", person_id)
+            await self.catalog.remove_folder.remote(person_id)
+        return {
+            "folders": len(folders), "files": totals, "foldersRemoved": len(gone),
+            "emptyFilesRemoved": len(empty), "skipped": skipped,
+        }
+
+    def _scan_folder(self, person_id: str) -> list[tuple[str, int, str]]:
+        return [
+            (info.name, info.size, sha256_file(self.gallery.photo_path(person_id, info.name)))
+            for info in self.gallery.list_photos(person_id)
+        ]
+
+    # -- startAutoDistrib -------------------------------------------------------------------
+
+    async def _auto_distrib(self, job_id: str, params: dict) -> dict:
+        """Assign every undistributed folder by CPU weight and copy it; confirm each checksum."""
+        weights = await actor("coordinator").weights.remote()
+        assignments = await self.catalog.get_assignments.remote()
+        folders = [
+            f for f in await self.catalog.list_folders.remote()
+            if assignments.get(f, {}).get("state") != "distributed"
+        ]
+        if not folders:
+            return {"distributed": 0, "failed": [], "servers": {}}
+        placement = plan(folders, weights)
+        await self.catalog.set_assignments.remote(
+            [(f, placement[f], "copying") for f in folders]
+        )
+        # A folder that moves leaves its old (live) server once its new copy is confirmed.
+        previous = {f: assignments[f]["server_id"] for f in folders if f in assignments}
+        return await self._copy_all(job_id, placement, previous)
+
+    async def _copy_all(self, job_id: str, placement: dict[str, str],
+                        previous: dict[str, str] | None = None) -> dict:
+        previous = previous or {}
+        progress = Progress(self.catalog, job_id, len(placement))
+        await progress.start()
+        gate = asyncio.Semaphore(self.settings.copy_concurrency)
+        failed: list[dict] = []
+        per_server: dict[str, int] = {}
+
+        async def copy(person_id: str, server_id: str) -> None:
+            async with gate:
+                problem = await self._copy_folder(person_id, server_id)
+            if problem is None:
+                await self.catalog.set_assignment.remote(person_id, server_id, "distributed")
+                per_server[server_id] = per_server.get(server_id, 0) + 1
+                old = previous.get(person_id)
+                if old and old != server_id:
+                    await self._try_shard(old, "remove_dir", person_id)
+            else:
+                await self.catalog.set_assignment.remote(person_id, server_id, "failed")
+                failed.append({"dir": person_id, "server": server_id, "problem": problem})
+            await progress.step()
+
+        await asyncio.gather(*(copy(f, s) for f, s in placement.items()))
+        return {"distributed": sum(per_server.values()), "failed": failed, "servers": per_server}
+
+    async def _copy_folder(self, person_id: str, server_id: str) -> str | None:
+        """Copy one folder from the source gallery; None when the server confirmed every sha256."""
+        files = await self.catalog.folder_files.remote(person_id)
+        expected = {f["name"]: f["sha256"] for f in files}
+        try:
+            files = await asyncio.to_thread(self._read_folder, person_id, expected)
+            shard = actor(shard_name(server_id))
+            written = await asyncio.wait_for(
+                shard.put_folder.remote(person_id, files), self.settings.search_timeout_s * 6
+            )
+        except Exception as exc:
+            return exc.detail if isinstance(exc, FacenetError) else f"copy failed: {exc!r}"
+        confirmed = {w.name: w.sha256 for w in written}
+        if confirmed != expected:
+            return "server confirmed different checksums"
+        return None
+
+    def _read_folder(
+        self, person_id: str, expected: dict[str, str]
+    ) -> list[tuple[str, bytes, str]]:
+        files = []
+        for name, digest in expected.items():
+            data = self.gallery.photo_path(person_id, name).read_bytes()
+            if sha256_bytes(data) != digest:
+                raise BadRequest(f"source photo {person_id}/{name} changed since loadDirs")
+            files.append((name, data, digest))
+        return files
+
+    async def _try_shard(self, server_id: str, method: str, *args):
+        try:
+            shard = actor(shard_name(server_id))
+            return await asyncio.wait_for(getattr(shard, method).remote(*args), 30)
+        except Exception as exc:
+            log.warning("%s on %s failed: %r", method, server_id, exc)
+            return None
+
+    # -- heal, redistribute -----------------------------------------------------------------
+
+    async def _heal(self, job_id: str, params: dict) -> dict:
+        """Move a down server's folders to the live servers (only those folders move)."""
+        server_id = params["server"]
+        weights = await actor("coordinator").weights.remote()
+        weights.pop(server_id, None)
+        folders = await self.catalog.assignments_of.remote(server_id)
+        if not folders:
+            return {"server": server_id, "moved": 0, "failed": []}
+        placement = plan(folders, weights)
+        await self.catalog.set_assignments.remote([(f, placement[f], "copying") for f in folders])
+        result = await self._copy_all(job_id, placement)
+        return {"server": server_id, "moved": result["distributed"], "failed": result["failed"]}
+
+    async def _redistribute(self, job_id: str, params: dict) -> dict:
+        """Full redistribution as the seed defines it: remove everything, then distribute."""
+        removed = {}
+        for server_id in await actor("coordinator").participating_servers.remote():
+            removed[server_id] = await self._try_shard(server_id, "remove_all")
+        await self.catalog.clear_assignments.remote(None)
+        result = await self._auto_distrib(job_id, params)
+        return {"removed": removed, **result}
+
+    # -- integrity --------------------------------------------------------------------------
+
+    async def check_distribution(self) -> dict:
+        """The catalog's distributed folders against the folders present on each server."""
+        assignments = await self.catalog.get_assignments.remote()
+        expected = {(a["server_id"], f) for f, a in assignments.items()
+                    if a["state"] == "distributed"}
+        present = set()
+        for server_id in await actor("coordinator").participating_servers.remote():
+            dirs = await self._try_shard(server_id, "list_dirs")
+            present |= {(server_id, d) for d in dirs or []}
+        return {
+            "expected": len(expected),
+            "present": len(present & expected),
+            "missing": [{"server": s, "dir": d} for s, d in sorted(expected - present)],
+            "unexpected": [{"server": s, "dir": d} for s, d in sorted(present - expected)],
+        }
+
+    async def _check_integrity(self, job_id: str, params: dict) -> dict:
+        """Compare every server's files with the catalog; one error per bad folder."""
+        full, fix = bool(params.get("fullCheck")), bool(params.get("fixErrors"))
+        assignments = await self.catalog.get_assignments.remote()
+        servers = await actor("coordinator").participating_servers.remote()
+        progress = Progress(self.catalog, job_id, len(servers), every=1)
+        await progress.start()
+        problems: dict[tuple[str, str], list[str]] = {}
+        empty_removed = 0
+        for server_id in servers:
+            answer = await self._try_shard(server_id, "inventory", full)
+            if answer is None:
+                continue  # the server went down meanwhile: heal covers its folders
+            inventory, empty = answer
+            empty_removed += len(empty)
+            for person_id, photo in empty:
+                await self.catalog.add_event.remote(
+                    "empty_file_removed", {"photo": photo}, server_id=server_id, dir=person_id
+                )
+            mine = {f for f, a in assignments.items()
+                    if a["server_id"] == server_id and a["state"] == "distributed"}
+            for person_id in sorted(mine | set(inventory)):
+                found = await self._folder_problems(
+                    person_id, inventory.get(person_id), person_id in mine, full
+                )
+                if found:
+                    problems[(server_id, person_id)] = found
+            await progress.step()
+        fixed = 0
+        if fix:
+            for (server_id, person_id), found in problems.items():
+                if found == ["unexpected folder"]:
+                    ok = await self._try_shard(server_id, "remove_dir", person_id) is not None
+                else:
+                    ok = await self._copy_folder(person_id, server_id) is None
+                fixed += ok
+        await self.catalog.add_event.remote(
+            "integrity_check", {"errors": len(problems), "fixed": fixed, "full": full}
+        )
+        return {
+            "errors": len(problems), "fixed": fixed, "emptyFilesRemoved": empty_removed,
+            "folders": [{"server": s, "dir": d, "problems": p} for (s, d), p in problems.items()],
+        }
+
+    async def _folder_problems(self, person_id: str, present, assigned: bool,
+                               full: bool) -> list[str]:
+        if not assigned:
+            return ["unexpected folder"]
+        if present is None:
+            return ["folder missing"]
+        found = []
+        files = await self.catalog.folder_files.remote(person_id)
+        for f in files:
+            info = present.get(f["name"])
+            if info is None:
+                found.append(f"missing: {f['name']}")
+            elif info.size != f["size"]:
+                found.append(f"wrong size: {f['name']}")
+            elif full and info.sha256 != f["sha256"]:
+                found.append(f"wrong checksum: {f['name']}")
+        expected = {f["name"] for f in files}
+        found += [f"unexpected file: {name}" for name in sorted(set(present) - expected)]
+        return found
+
+
+def _summary(result: dict) -> dict:
+    """The scalar part of a job result, for the event log."""
+    return {k: v for k, v in result.items() if isinstance(v, (int, float, str))}
