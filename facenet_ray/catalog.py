@@ -276,6 +276,16 @@ class Catalog:
                 )
         return counts
 
+    def sync_folders(
+        self, batch: Sequence[tuple[str, Sequence[tuple[str, int, str]]]]
+    ) -> dict[str, int]:
+        """sync_folder for many folders in one call; returns the summed counts."""
+        totals = {"added": 0, "changed": 0, "removed": 0}
+        for dir, files in batch:
+            for key, n in self.sync_folder(dir, files).items():
+                totals[key] += n
+        return totals
+
     def _insert_files(self, dir: str, files: dict[str, tuple[int, str]]) -> None:
         if not files:
             return
@@ -303,6 +313,21 @@ class Catalog:
         if not self._count("SELECT count(*) FROM folders WHERE dir = ?", [dir]):
             raise NotFound(f"no folder {dir!r} in the catalog")
         return self._rows("SELECT name, size, sha256 FROM files WHERE dir = ? ORDER BY name", [dir])
+
+    def files_of(self, dirs: Sequence[str]) -> dict[str, list[dict]]:
+        """{dir: [{name, size, sha256}]} for many folders in one call (unknown folders omitted)."""
+        rows = self._con.execute(
+            "SELECT f.dir, x.name, x.size, x.sha256 FROM folders f "
+            "LEFT JOIN files x ON x.dir = f.dir WHERE f.dir IN (SELECT unnest(?::VARCHAR[])) "
+            "ORDER BY f.dir, x.name",
+            [list(dirs)],
+        ).fetchall()
+        out: dict[str, list[dict]] = {}
+        for dir, name, size, sha256 in rows:
+            files = out.setdefault(dir, [])
+            if name is not None:
+                files.append({"name": name, "size": size, "sha256": sha256})
+        return out
 
     def folder_sizes(self) -> dict[str, dict[str, int]]:
         """Every folder -> {"files": n, "bytes": n} (empty folders included)."""

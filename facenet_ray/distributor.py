@@ -18,6 +18,8 @@ from facenet_ray.store import PhotoStore, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
+SCAN_BATCH = 50  # folders hashed per catalog call during loadDirs
+COPY_BATCH = 32  # folders per shard call: fewer round trips, still fine-grained progress
 JOB_KINDS = ("loadDirs", "startAutoDistrib", "checkNetworkIntegrity", "runReDistribution", "heal")
 
 
@@ -140,12 +142,15 @@ class DistributorActor:
         progress = Progress(self.catalog, job_id, len(folders))
         await progress.start()
         totals = {"added": 0, "changed": 0, "removed": 0}
-        for person_id in folders:
-            photos = await asyncio.to_thread(self._scan_folder, person_id)
-            change = await self.catalog.sync_folder.remote(person_id, photos)
+        for i in range(0, len(folders), SCAN_BATCH):
+            chunk = folders[i:i + SCAN_BATCH]
+            scanned = await asyncio.to_thread(
+                lambda chunk=chunk: [(f, self._scan_folder(f)) for f in chunk]
+            )
+            change = await self.catalog.sync_folders.remote(scanned)
             for key in totals:
                 totals[key] += change[key]
-            await progress.step()
+            await progress.step(len(chunk))
         known = set(await self.catalog.list_folders.remote())
         gone = sorted(known - set(folders))
         assignments = await self.catalog.get_assignments.remote()
@@ -187,57 +192,97 @@ class DistributorActor:
 
     async def _copy_all(self, job_id: str, placement: dict[str, str],
                         previous: dict[str, str] | None = None) -> dict:
+        """Copy folders to their servers in batches, a bounded number of batches at a time."""
         previous = previous or {}
+        expected = await self.catalog.files_of.remote(sorted(placement))
         progress = Progress(self.catalog, job_id, len(placement))
         await progress.start()
         gate = asyncio.Semaphore(self.settings.copy_concurrency)
         failed: list[dict] = []
         per_server: dict[str, int] = {}
 
-        async def copy(person_id: str, server_id: str) -> None:
+        async def copy(server_id: str, folders: list[str]) -> None:
             async with gate:
-                problem = await self._copy_folder(person_id, server_id)
-            if problem is None:
-                await self.catalog.set_assignment.remote(person_id, server_id, "distributed")
+                problems = await self._copy_folders(
+                    server_id, {f: expected.get(f, []) for f in folders}
+                )
+            await self.catalog.set_assignments.remote([
+                (f, server_id, "distributed" if problems[f] is None else "failed")
+                for f in folders
+            ])
+            for person_id in folders:
+                if problems[person_id] is not None:
+                    failed.append(
+                        {"dir": person_id, "server": server_id, "problem": problems[person_id]}
+                    )
+                    continue
                 per_server[server_id] = per_server.get(server_id, 0) + 1
                 old = previous.get(person_id)
-                if old and old != server_id:
+                if old and old != server_id:  # it moved: the old copy goes once the new is sure
                     await self._try_shard(old, "remove_dir", person_id)
-            else:
-                await self.catalog.set_assignment.remote(person_id, server_id, "failed")
-                failed.append({"dir": person_id, "server": server_id, "problem": problem})
-            await progress.step()
+            await progress.step(len(folders))
 
-        await asyncio.gather(*(copy(f, s) for f, s in placement.items()))
+        by_server: dict[str, list[str]] = {}
+        for person_id, server_id in sorted(placement.items()):
+            by_server.setdefault(server_id, []).append(person_id)
+        await asyncio.gather(*(
+            copy(server_id, folders[i:i + COPY_BATCH])
+            for server_id, folders in by_server.items()
+            for i in range(0, len(folders), COPY_BATCH)
+        ))
         return {"distributed": sum(per_server.values()), "failed": failed, "servers": per_server}
 
-    async def _copy_folder(self, person_id: str, server_id: str) -> str | None:
-        """Copy one folder from the source gallery; None when the server confirmed every sha256."""
-        files = await self.catalog.folder_files.remote(person_id)
-        expected = {f["name"]: f["sha256"] for f in files}
+    async def _copy_folders(
+        self, server_id: str, expected: dict[str, list[dict]]
+    ) -> dict[str, str | None]:
+        """Copy folders from the source gallery to one server in one call.
+
+        Returns each folder's problem, or None when the server confirmed every file's sha256.
+        """
+        problems: dict[str, str | None] = {}
+        wanted = {d: {f["name"]: f["sha256"] for f in files} for d, files in expected.items()}
+        payload, unreadable = await asyncio.to_thread(self._read_folders, wanted)
+        problems.update(unreadable)
         try:
-            files = await asyncio.to_thread(self._read_folder, person_id, expected)
-            shard = actor(shard_name(server_id))
             written = await asyncio.wait_for(
-                shard.put_folder.remote(person_id, files), self.settings.search_timeout_s * 6
+                actor(shard_name(server_id)).put_folders.remote(payload),
+                self.settings.search_timeout_s * 12,
             )
         except Exception as exc:
-            return exc.detail if isinstance(exc, FacenetError) else f"copy failed: {exc!r}"
-        confirmed = {w.name: w.sha256 for w in written}
-        if confirmed != expected:
-            return "server confirmed different checksums"
-        return None
+            detail = exc.detail if isinstance(exc, FacenetError) else f"copy failed: {exc!r}"
+            return {**problems, **{d: detail for d, _ in payload}}
+        for person_id, infos in written.items():
+            if isinstance(infos, str):
+                problems[person_id] = infos
+            elif {i.name: i.sha256 for i in infos} != wanted[person_id]:
+                problems[person_id] = "server confirmed different checksums"
+            else:
+                problems[person_id] = None
+        return problems
 
-    def _read_folder(
-        self, person_id: str, expected: dict[str, str]
-    ) -> list[tuple[str, bytes, str]]:
-        files = []
-        for name, digest in expected.items():
-            data = self.gallery.photo_path(person_id, name).read_bytes()
-            if sha256_bytes(data) != digest:
-                raise BadRequest(f"source photo {person_id}/{name} changed since loadDirs")
-            files.append((name, data, digest))
-        return files
+    async def _copy_folder(self, person_id: str, server_id: str) -> str | None:
+        files = await self.catalog.files_of.remote([person_id])
+        return (await self._copy_folders(server_id, {person_id: files.get(person_id, [])}))[
+            person_id
+        ]
+
+    def _read_folders(
+        self, wanted: dict[str, dict[str, str]]
+    ) -> tuple[list[tuple[str, list[tuple[str, bytes, str]]]], dict[str, str]]:
+        """Read and re-hash source photos; a photo changed since loadDirs fails its folder."""
+        payload, problems = [], {}
+        for person_id, names in wanted.items():
+            try:
+                files = []
+                for name, digest in names.items():
+                    data = self.gallery.photo_path(person_id, name).read_bytes()
+                    if sha256_bytes(data) != digest:
+                        raise BadRequest(f"source photo {name} changed since loadDirs")
+                    files.append((name, data, digest))
+                payload.append((person_id, files))
+            except (OSError, FacenetError) as exc:
+                problems[person_id] = getattr(exc, "detail", None) or f"cannot read: {exc}"
+        return payload, problems
 
     async def _try_shard(self, server_id: str, method: str, *args):
         try:

@@ -13,6 +13,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from facenet_ray.config import Settings
+from facenet_ray.errors import FacenetError
 from facenet_ray.faces import make_encoder
 from facenet_ray.index import CacheEntry, Candidate, EncodingCache, FaceIndex
 from facenet_ray.store import PhotoInfo, PhotoStore, sha256_file
@@ -65,7 +66,7 @@ def encode_paths(
 _encode_task = ray.remote(num_cpus=1, max_retries=2)(encode_paths)
 
 
-@ray.remote(concurrency_groups={"search": 8, "ingest": 2, "admin": 2})
+@ray.remote(concurrency_groups={"search": 8, "ingest": 4, "admin": 2})
 class ShardActor:
     """A worker server: its photo store, its encodings cache and index, and the worker API.
 
@@ -241,7 +242,8 @@ class ShardActor:
         return info
 
     @ray.method(concurrency_group="ingest")
-    def put_folder(self, person_id: str, files: list[tuple[str, bytes, str]]) -> list[PhotoInfo]:
+    def put_folder(self, person_id: str, files: list[tuple[str, bytes, str]],
+                   durable: bool = True) -> list[PhotoInfo]:
         """Make the folder hold exactly `files` (name, data, sha256); return what was written.
 
         Every write is verified against its sha256 (Conflict otherwise); photos not in `files`
@@ -260,10 +262,28 @@ class ShardActor:
         for name, data, digest in files:
             current = self._existing(person_id, name, len(data), digest)
             if current is None:
-                current = self.store.add_photo(person_id, name, data, digest)
+                current = self.store.add_photo(person_id, name, data, digest, durable=False)
                 self._queue(person_id, name)
             written.append(current)
+        if durable:
+            self.store.sync()
         return written
+
+    @ray.method(concurrency_group="ingest")
+    def put_folders(
+        self, batch: list[tuple[str, list[tuple[str, bytes, str]]]]
+    ) -> dict[str, list[PhotoInfo] | str]:
+        """put_folder for many folders; a folder that fails reports its error as a string."""
+        out: dict[str, list[PhotoInfo] | str] = {}
+        for person_id, files in batch:
+            try:
+                out[person_id] = self.put_folder(person_id, files, durable=False)
+            except FacenetError as exc:
+                out[person_id] = exc.detail
+            except OSError as exc:
+                out[person_id] = f"write failed: {exc}"
+        self.store.sync()  # nothing is confirmed before it is on disk
+        return out
 
     def _existing(self, person_id: str, photo: str, size: int, digest: str) -> PhotoInfo | None:
         """The photo's info if it is already on disk with that content (skip the rewrite)."""

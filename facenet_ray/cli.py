@@ -1,0 +1,346 @@
+"""`facenet-ray`: start and stop the service, and drive it over its HTTP API."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from facenet_ray.config import Settings
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+STARTED_MARK = "ray-started-by-facenet"
+
+
+class CliError(Exception):
+    """One clear line for the user; the command exits non-zero."""
+
+
+# -- HTTP client side ------------------------------------------------------------------------
+
+
+class Client:
+    def __init__(self, url: str, key: str | None, timeout: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(timeout=timeout, headers={"X-API-Key": key} if key else {})
+
+    def call(self, method: str, path: str, **kwargs):
+        try:
+            response = self.http.request(method, self.url + path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot reach {self.url}: {exc}") from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        if response.status_code >= 400:
+            if isinstance(body, dict) and "error" in body:
+                detail = body.get("detail", "")
+                raise CliError(f"{body['error']}: {detail} ({response.status_code})")
+            raise CliError(f"HTTP {response.status_code}: {body}")
+        return body
+
+    def job(self, path: str, params: dict | None = None, label: str = "") -> dict:
+        """Start a job and show its progress until it ends."""
+        job_id = self.call("GET", path, params=params)
+        while True:
+            job = self.call("GET", f"/jobs/{job_id}")
+            progress = job.get("progress") or {}
+            _bar(label or job["kind"], progress.get("done") or 0, progress.get("total") or 0)
+            if job["status"] in ("done", "failed"):
+                print(file=sys.stderr)
+                if job["status"] == "failed":
+                    raise CliError(f"{job['kind']} failed: {job.get('error')}")
+                return job["result"]
+            time.sleep(0.3)
+
+    def search(self, photo: Path, timeout_s: float = 120.0) -> dict:
+        try:
+            data = photo.read_bytes()
+        except OSError as exc:
+            raise CliError(f"cannot read {photo}: {exc.strerror}") from exc
+        task_id = self.call("POST", "/createTask", files={"filedata": (photo.name, data)})
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            task = self.call("GET", f"/tasks/{task_id}")
+            if task["status"] in ("done", "failed"):
+                return task
+            time.sleep(0.1)
+        raise CliError(f"search of {photo} did not finish in {timeout_s:.0f}s")
+
+
+def _bar(label: str, done: int, total: int, width: int = 30) -> None:
+    if not sys.stderr.isatty() and total and done < total:
+        return  # no carriage-return animation in logs; the final line is printed
+    filled = int(width * done / total) if total else 0
+    print(f"\r{label:<22} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}",
+          end="", file=sys.stderr, flush=True)
+
+
+def describe(photo: str, task: dict) -> str:
+    """One line per searched photo: the answer, its distance, and the runners-up."""
+    if task["status"] == "failed":
+        return f"{photo}: failed ({task.get('error')})"
+    others = ", ".join(f"{c['faceId']} {c['distance']:.3f}" for c in task["candidates"][:3])
+    missing = f"  [missing servers: {', '.join(task['missingServers'])}]" \
+        if task["missingServers"] else ""
+    if task["found"]:
+        head = (f"{photo}: {task['faceId']} (distance {task['distance']:.3f}, "
+                f"confidence {task.get('confidence') or 0:.2f})")
+    else:
+        head = f"{photo}: not in the gallery ({task.get('reason')})"
+    return f"{head}{'  candidates: ' + others if others else ''}{missing}"
+
+
+def _client(args) -> Client:
+    key = args.api_key or os.environ.get("FACENET_API_KEY")
+    if not key:  # local convenience: the admin key that `up` wrote
+        key_file = Path(args.data_dir or Settings().data_dir) / "admin.key"
+        if key_file.exists():
+            key = key_file.read_text().strip()
+    if not key:
+        raise CliError("no API key: set FACENET_API_KEY or pass --api-key")
+    return Client(args.url or os.environ.get("FACENET_URL", DEFAULT_URL), key)
+
+
+def cmd_status(args) -> None:
+    client = _client(args)
+    servers = client.call("GET", "/serversList")
+    stats = client.call("GET", "/stats")
+    lag = client.call("GET", "/getLag")
+    shards = stats.get("shards") or {}
+    print(f"{'server':<16}{'status':<9}{'cpus':>5}{'dirs':>7}{'faces':>8}{'pending':>9}"
+          f"{'heartbeat ms':>14}")
+    for s in servers:
+        shard = shards.get(s["id"]) or {}
+        latency = s.get("latency_ms")
+        print(f"{s['id']:<16}{s.get('status', ''):<9}{s['cpu_count']:>5}{s['dirsCount']:>7}"
+              f"{shard.get('faces', '-'):>8}{shard.get('pending', '-'):>9}"
+              f"{'-' if latency is None else f'{latency:.1f}':>14}")
+    folders = stats.get("folders", {})
+    print(f"folders: {folders.get('distributed', 0)}/{folders.get('total', 0)} distributed; "
+          f"gateway lag {lag:.1f} ms")
+
+
+def cmd_search(args) -> None:
+    client = _client(args)
+    failed = False
+    for photo in args.photos:
+        task = client.search(Path(photo))
+        failed |= task["status"] == "failed"
+        print(describe(photo, task))
+    if failed:
+        raise CliError("some searches failed")
+
+
+def cmd_load(args) -> None:
+    print(_client(args).job("/distribution/loadDirs", label="loading gallery"))
+
+
+def cmd_distribute(args) -> None:
+    print(_client(args).job("/distribution/startAutoDistrib", label="distributing"))
+
+
+def cmd_check(args) -> None:
+    result = _client(args).job(
+        "/distribution/checkNetworkIntegrity",
+        {"fixErrors": int(args.fix), "fullCheck": int(args.full)}, label="checking integrity",
+    )
+    print(f"errors: {result['errors']}  fixed: {result['fixed']}  "
+          f"empty files removed: {result['emptyFilesRemoved']}")
+    for folder in result["folders"]:
+        print(f"  {folder['server']}  {folder['dir']}: {'; '.join(folder['problems'])}")
+    if result["errors"] > result["fixed"]:
+        raise CliError(f"{result['errors'] - result['fixed']} folder(s) still have errors")
+
+
+def cmd_keys_create(args) -> None:
+    created = _client(args).call("POST", "/keys", params={"role": args.role})
+    print(created["key"] if isinstance(created, dict) else created)
+
+
+# -- service side ----------------------------------------------------------------------------
+
+
+def _settings(args) -> Settings:
+    overrides = {k: v for k, v in {
+        "data_dir": args.data_dir, "gallery_dir": getattr(args, "gallery", None),
+        "host": getattr(args, "host", None), "port": getattr(args, "port", None),
+    }.items() if v is not None}
+    return Settings(**overrides)
+
+
+def _ray_bin() -> str:
+    return str(Path(sys.executable).with_name("ray"))
+
+
+def _connect(address: str | None, settings: Settings, start: bool) -> None:
+    """Join the given cluster, the running local one, or (with `start`) a new local head."""
+    import ray
+
+    os.environ.pop("RAY_ADDRESS", None)
+    target = address or "auto"
+    try:
+        ray.init(address=target, namespace="facenet", log_to_driver=False)
+        return
+    except (ConnectionError, RuntimeError) as exc:
+        if address or not start:
+            raise CliError(f"no Ray cluster at {target}: {exc}") from exc
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [_ray_bin(), "start", "--head", "--include-dashboard=false", "--disable-usage-stats"],
+        check=True, stdout=subprocess.DEVNULL,
+        env={**os.environ, "RAY_enable_worker_prestart": "0"},
+    )
+    (settings.data_dir / STARTED_MARK).write_text("1")
+    ray.init(address="auto", namespace="facenet", log_to_driver=False)
+
+
+def cmd_up(args) -> None:
+    from facenet_ray.gateway import deploy
+    from facenet_ray.runtime import admin_key_path, start_service
+
+    settings = _settings(args)
+    if settings.gallery_dir is not None and not settings.gallery_dir.is_dir():
+        raise CliError(f"gallery {settings.gallery_dir} is not a folder")
+    _connect(args.address, settings, start=True)
+    print("starting catalog, distributor, coordinator and shards...", file=sys.stderr)
+    start_service(settings)
+    url = deploy(settings)
+    key_file = admin_key_path(settings)
+    print(f"facenet_ray is serving at {url}  (API docs: {url}/docs)")
+    if key_file.exists():
+        print(f"admin API key: {key_file.resolve()}  (send it as the X-API-Key header)")
+    else:
+        print("admin API key: the value of FACENET_ADMIN_KEY at the first start")
+    client = Client(url, os.environ.get("FACENET_ADMIN_KEY") or _read(key_file))
+    if settings.gallery_dir is not None:
+        loaded = client.job("/distribution/loadDirs", label="loading gallery")
+        print(f"loaded {loaded['folders']} folders "
+              f"({loaded['files']['added']} new photos, {loaded['files']['changed']} changed)")
+        spread = client.job("/distribution/startAutoDistrib", label="distributing")
+        print(f"distributed {spread['distributed']} folders over {len(spread['servers'])} "
+              f"server(s); {len(spread['failed'])} failed")
+    if args.try_photo:
+        _wait_searchable(client)
+        print(describe(args.try_photo, client.search(Path(args.try_photo))))
+    print(f"search your own photo:\n  curl -H \"X-API-Key: $(cat {key_file})\" "
+          f"-F filedata=@photo.jpg {url}/createTask\n"
+          f"  FACENET_URL={url} facenet-ray search photo.jpg")
+    if args.detach:
+        return
+    print("serving until Ctrl-C", file=sys.stderr)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    try:
+        while not stop:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    _shutdown(settings)
+
+
+def _wait_searchable(client: Client, timeout_s: float = 300.0) -> None:
+    """Wait until the shards have encoded what they received."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        shards = client.call("GET", "/stats").get("shards") or {}
+        pending = sum((s or {}).get("pending", 0) for s in shards.values())
+        if not pending:
+            return
+        _bar("encoding faces", 0, pending)
+        time.sleep(0.5)
+    print(file=sys.stderr)
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text().strip() if path.exists() else None
+
+
+def _shutdown(settings: Settings) -> None:
+    import ray
+    from ray import serve
+
+    from facenet_ray.runtime import stop_service
+
+    serve.shutdown()
+    stop_service()
+    ray.shutdown()
+    mark = settings.data_dir / STARTED_MARK
+    if mark.exists():
+        subprocess.run([_ray_bin(), "stop"], check=False, stdout=subprocess.DEVNULL)
+        mark.unlink()
+    print("facenet_ray stopped", file=sys.stderr)
+
+
+def cmd_down(args) -> None:
+    settings = _settings(args)
+    _connect(args.address, settings, start=False)
+    _shutdown(settings)
+
+
+# -- argument parsing ------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="facenet-ray", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="gateway URL (default $FACENET_URL or " + DEFAULT_URL + ")")
+    common.add_argument("--api-key", help="API key (default $FACENET_API_KEY)")
+    common.add_argument("--data-dir", type=Path, help="data dir (default ./facenet-data)")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", parents=[common], help="start (or join) Ray and the service")
+    up.add_argument("--gallery", type=Path, help="source gallery: one folder per person")
+    up.add_argument("--host", help="address the gateway binds (default 127.0.0.1)")
+    up.add_argument("--port", type=int, help="gateway port (default 8000)")
+    up.add_argument("--address", help="Ray cluster to join (default: local, started if needed)")
+    up.add_argument("--detach", action="store_true", help="return once the gateway answers")
+    up.add_argument("--try", dest="try_photo", help="search this photo once started")
+    up.set_defaults(run=cmd_up)
+
+    down = sub.add_parser("down", parents=[common], help="stop everything `up` started")
+    down.add_argument("--address")
+    down.set_defaults(run=cmd_down)
+
+    sub.add_parser("status", parents=[common], help="servers, folders, heartbeats, lag") \
+        .set_defaults(run=cmd_status)
+    search = sub.add_parser("search", parents=[common], help="who is in these photos?")
+    search.add_argument("photos", nargs="+")
+    search.set_defaults(run=cmd_search)
+    sub.add_parser("load", parents=[common], help="scan the source gallery") \
+        .set_defaults(run=cmd_load)
+    sub.add_parser("distribute", parents=[common], help="copy undistributed folders") \
+        .set_defaults(run=cmd_distribute)
+    check = sub.add_parser("check", parents=[common], help="integrity check of every server")
+    check.add_argument("--full", action="store_true", help="verify every file's sha256")
+    check.add_argument("--fix", action="store_true", help="repair from the source gallery")
+    check.set_defaults(run=cmd_check)
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)
+    create = keys.add_parser("create", parents=[common], help="create an API key")
+    create.add_argument("--role", required=True, choices=["admin", "search"])
+    create.set_defaults(run=cmd_keys_create)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except CliError as exc:
+        print(f"facenet-ray: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
