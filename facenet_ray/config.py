@@ -33,11 +33,20 @@ class Settings(BaseSettings):
     detect_max_side: int = Field(800, ge=100)  # detect on a copy no larger than this
     fallback_detection: bool = True  # upsample / CNN / whole-image before answering no_face
 
-    # Search decision (index.py).
-    tolerance: float = Field(0.6, gt=0, le=2)
-    top_k: int = Field(5, ge=1, le=100)
-    decision_rule: Literal["nearest", "margin"] = "margin"
+    # Search decision (index.py; the rules are in decision.py, measured by bench/accuracy.py).
+    tolerance: float = Field(0.6, gt=0, le=2)  # no match is ever farther than this
+    top_k: int = Field(5, ge=1, le=100)  # the "cohort" rule wants top_k >= cohort_size + 1
+    # "nearest": plain tolerance; "margin": ratio test; "cohort": tolerance from the cohort.
+    decision_rule: Literal["nearest", "margin", "cohort"] = "cohort"
     margin_ratio: float = Field(0.9, gt=0, le=1)  # best / second-best person distance
+    # cohort rule: match if best <= cohort_offset + cohort_weight * mean(next cohort_size
+    # persons' distances) and best <= second - min_gap; calibrated on lfw-dev (FA ~3%).
+    cohort_size: int = Field(4, ge=1, le=99)
+    cohort_offset: float = Field(0.185, ge=0, le=2)
+    cohort_weight: float = Field(0.5, ge=0, le=2)
+    cohort_prior: float = Field(0.8, gt=0, le=2)  # stands in for cohort persons the gallery lacks
+    min_gap: float = Field(0.01, ge=0, le=1)  # nearer than this to the second person: ambiguous
+    confidence_scale: float = Field(0.02, gt=0, le=1)  # distance for confidence 0.5 -> 0.73
     all_faces: bool = False  # search every face of a probe, not only the largest
 
     # Input limits.

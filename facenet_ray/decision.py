@@ -1,22 +1,104 @@
-"""The answer to a search: which person a probe shows, or that it shows nobody in the gallery."""
+"""The answer to a search: which person a probe shows, or that it shows nobody in the gallery.
+
+`decide()` gets the merged candidates of a probe (one per person, at that person's best photo
+distance, nearest first, `Settings.top_k` of them) and accepts the nearest person when its
+distance is under a threshold. The rules differ in that threshold (`Settings.decision_rule`):
+
+- ``"nearest"``: ``tolerance`` (plain face_recognition; kept for comparison).
+- ``"margin"``: ratio test, ``min(tolerance, margin_ratio * second)``.
+- ``"cohort"`` (default): a tolerance set by the probe's own cohort, the persons that come
+  after the best one: ``min(tolerance, cohort_offset + cohort_weight * mean(cohort),
+  second - min_gap)``.
+
+Why the cohort: a stranger is always near *someone* in a big gallery (with 100k persons the
+nearest is about as near as a true match), but then the next persons are about as near too;
+a true match stands out from them. Measuring the best distance against the probe's cohort
+keeps the false-accept rate about constant as the gallery grows, where a fixed tolerance
+accepts ever more strangers and a ratio test rejects ever more true matches
+(bench/accuracy.py measures all of them on a labelled dataset). Missing cohort members (a
+gallery of fewer than ``cohort_size + 1`` persons, or ``top_k`` too small) count as
+``cohort_prior``, the typical distance between two different people, so a tiny gallery gets
+about the plain tolerance. ``min_gap`` rejects near-ties between two persons (say the same
+person enrolled twice) however near both are.
+
+Not found comes with a reason: ``"empty_gallery"`` (no candidate), ``"too_far"`` (the nearest
+person is farther than the rule would accept even with nobody else near) or ``"ambiguous"``
+(near enough, but other persons are about as near). ``"no_face"`` is the caller's, before any
+search. ``confidence`` is ``1 / (1 + exp((distance - threshold) / confidence_scale))``: in
+[0, 1], 0.5 at the threshold (at or above it exactly when found), lower as the distance grows.
+"""
 
 from __future__ import annotations
+
+import math
 
 from facenet_ray.config import Settings
 from facenet_ray.index import Candidate, Decision
 
+RULES = ("nearest", "margin", "cohort")
+
 
 def decide(candidates: list[Candidate], settings: Settings) -> Decision:
-    """Found when the nearest person is within `settings.tolerance`.
+    """Found when the nearest person is within the rule's threshold (see the module doc).
 
     `candidates` are one per person, nearest first (as `FaceIndex.search` and
-    `merge_candidates` return them). Confidence falls linearly from 1 at distance 0 to 0.5 at
-    the tolerance and 0 at twice the tolerance.
+    `merge_candidates` return them); they are sorted and de-duplicated here anyway.
     """
-    if not candidates:
+    ranked = _ranked(candidates)
+    if not ranked:
         return Decision(False, None, None, 0.0, "empty_gallery", [])
-    best = min(candidates, key=lambda c: c.distance)
-    confidence = min(1.0, max(0.0, 1.0 - best.distance / (2 * settings.tolerance)))
-    if best.distance <= settings.tolerance:
-        return Decision(True, best.person_id, best.distance, confidence, None, candidates)
-    return Decision(False, None, best.distance, confidence, "too_far", candidates)
+    best = ranked[0]
+    limit, alone = thresholds(ranked, settings)
+    confidence = _confidence(best.distance, limit, settings.confidence_scale)
+    if best.distance <= limit:
+        return Decision(True, best.person_id, best.distance, confidence, None, ranked)
+    reason = "too_far" if best.distance > alone else "ambiguous"
+    return Decision(False, None, best.distance, confidence, reason, ranked)
+
+
+def thresholds(ranked: list[Candidate], settings: Settings) -> tuple[float, float]:
+    """(limit, alone): the nearest person is accepted at a distance <= `limit`; `alone` is
+    the limit it would have if no other person were near (beyond it the reason is too_far).
+
+    `ranked` is nearest first, one per person, non-empty. Neither value depends on the best
+    distance itself, so a nearer best person is never less accepted.
+    """
+    rule = settings.decision_rule
+    tolerance = settings.tolerance
+    others = [c.distance for c in ranked[1:]]
+    if rule == "nearest":
+        return tolerance, tolerance
+    if rule == "margin":
+        limit = tolerance if not others else min(tolerance, settings.margin_ratio * others[0])
+        return limit, tolerance
+    if rule == "cohort":
+        size, prior = settings.cohort_size, settings.cohort_prior
+        offset, weight = settings.cohort_offset, settings.cohort_weight
+        cohort = others[:size] + [prior] * max(0, size - len(others))
+        limit = min(tolerance, offset + weight * (sum(cohort) / size))
+        alone = min(tolerance, offset + weight * prior)
+        if others:
+            limit = min(limit, others[0] - settings.min_gap)
+        return limit, alone
+    raise ValueError(f"unknown decision rule {rule!r}; expected one of {RULES}")
+
+
+def _ranked(candidates: list[Candidate]) -> list[Candidate]:
+    """Nearest first, one per person (its best), ties broken by person id."""
+    best: dict[str, Candidate] = {}
+    for candidate in candidates:
+        known = best.get(candidate.person_id)
+        if known is None or candidate.distance < known.distance:
+            best[candidate.person_id] = candidate
+    return sorted(best.values(), key=lambda c: (c.distance, c.person_id))
+
+
+def _confidence(distance: float, limit: float, scale: float) -> float:
+    """Logistic in (limit - distance): 0.5 at the limit, towards 1 nearer, towards 0 farther."""
+    z = (limit - distance) / scale
+    if z >= 0:
+        value = 1.0 / (1.0 + math.exp(-z))
+    else:
+        e = math.exp(z)
+        value = e / (1.0 + e)
+    return min(1.0, max(0.0, value))

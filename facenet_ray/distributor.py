@@ -14,6 +14,7 @@ from facenet_ray.errors import BadRequest, FacenetError, InvalidName
 from facenet_ray.names import check_name
 from facenet_ray.placement import plan
 from facenet_ray.runtime import LagMonitor, actor, shard_name
+from facenet_ray.shard import background_priority
 from facenet_ray.store import PhotoStore, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class DistributorActor:
     """
 
     def __init__(self, settings: Settings) -> None:
+        background_priority(5)  # bulk copying yields the CPU to searches and the gateway
         self.settings = settings
         self.catalog = actor("catalog")
         self.gallery = PhotoStore(settings.gallery_dir or settings.data_dir / "gallery")

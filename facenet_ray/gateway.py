@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 APP_NAME = "facenet"  # the Serve application's name
 ACTOR_CALL_TIMEOUT_S = 120.0  # an actor that takes longer is treated as unavailable (503)
+# A key lookup is one indexed read: a catalog that cannot answer it this fast is restarting
+# or stuck, and the caller hears 503 at once instead of waiting for it.
+KEY_LOOKUP_TIMEOUT_S = 10.0
 
 
 # -- errors: one JSON shape, one place ---------------------------------------------------
@@ -155,6 +158,42 @@ class UploadLimit:
                 await too_large(scope, receive, send)
 
 
+# Reachable without a key: the ping (SPEC) and the API's own documentation, which describes
+# the routes and holds no data (Swagger UI cannot send a key when it fetches the schema).
+PUBLIC_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+CALLER = "facenet_caller"  # scope["state"] entry: the caller's key record, set by ApiKeyGate
+
+
+class ApiKeyGate:
+    """Authenticates every request but PUBLIC_PATHS from its headers alone: a missing, unknown
+    or revoked key is answered 401 before a byte of the body is read (FastAPI would parse a
+    whole multipart upload before any route dependency ran). The key's record goes on in
+    `scope["state"]`, where the route's role dependency finds it (403 for a wrong role)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        key = Headers(scope=scope).get("x-api-key", "")
+        try:
+            if not key:
+                raise Unauthorized("missing X-API-Key header")
+            actors: Actors = scope["app"].state.gateway.actors
+            found = await actors.call(
+                "catalog", "find_key", auth.hash_key(key), timeout_s=KEY_LOOKUP_TIMEOUT_S
+            )
+            if found is None:
+                raise Unauthorized("unknown or revoked API key")
+        except FacenetError as exc:
+            await error_response(exc.status, exc.code, exc.detail)(scope, receive, send)
+            return
+        scope.setdefault("state", {})[CALLER] = found
+        await self.app(scope, receive, send)
+
+
 @functools.cache
 def _request_metrics() -> tuple[metrics.Counter, metrics.Histogram]:
     """Created on first use, inside the replica; Ray exports them on its metrics port."""
@@ -209,7 +248,8 @@ app = FastAPI(
     version=__version__,
     description=(
         "Distributed face search over person folders. Every route but `GET /` needs an "
-        "`X-API-Key` header; role `search` may create and read search tasks and read the "
+        "`X-API-Key` header (here: **Authorize**; this documentation itself is public); "
+        "role `search` may create and read search tasks and read the "
         'lag, role `admin` may do everything. Errors are `{"error": code, "detail": text}`.'
     ),
     responses=ERROR_RESPONSES,
@@ -228,7 +268,8 @@ app.add_exception_handler(RequestValidationError, _validation_error)
 app.add_exception_handler(HTTPException, _http_error)
 app.add_exception_handler(Exception, _internal_error)
 app.add_middleware(UploadLimit)
-app.add_middleware(RequestMetrics)  # outermost: it also counts the 413s
+app.add_middleware(ApiKeyGate)  # outside UploadLimit: no key, no 413 either, just 401
+app.add_middleware(RequestMetrics)  # outermost: it also counts the 401s and 413s
 
 API_KEY = APIKeyHeader(
     name="X-API-Key",
@@ -245,7 +286,9 @@ class Actors:
         self.timeout_s = timeout_s
         self._handles: dict[str, ray.actor.ActorHandle] = {}
 
-    async def call(self, actor: str, method: str, *args: Any) -> Any:
+    async def call(
+        self, actor: str, method: str, *args: Any, timeout_s: float | None = None
+    ) -> Any:
         """`await actor.method.remote(*args)`; a lost, missing or stuck actor is Unavailable."""
         handle = self._handles.get(actor)
         if handle is None:
@@ -255,7 +298,9 @@ class Actors:
                 raise Unavailable(f"the {actor} is not running") from exc
             self._handles[actor] = handle
         try:
-            return await asyncio.wait_for(getattr(handle, method).remote(*args), self.timeout_s)
+            return await asyncio.wait_for(
+                getattr(handle, method).remote(*args), timeout_s or self.timeout_s
+            )
         # RayActorError covers ActorDiedError and ActorUnavailableError.
         except (RayActorError, GetTimeoutError, TimeoutError) as exc:
             self._handles.pop(actor, None)
@@ -266,17 +311,15 @@ class Actors:
 def _caller_with(role_needed: str):
     """A dependency admitting callers whose key grants `role_needed`; it returns the key id.
 
-    The key is looked up by its hash in the catalog on every request (no cache), so a
-    revoked key stops working at once. Keys are never logged or echoed.
+    ApiKeyGate has already looked the key up by its hash in the catalog, on every request (no
+    cache), so a revoked key stops working at once. Keys are never logged or echoed. The
+    `key` parameter only documents the header in the OpenAPI schema (Swagger's Authorize).
     """
 
     async def caller(request: Request, key: Annotated[str | None, Security(API_KEY)]) -> str:
-        if not key:
+        found = getattr(request.state, CALLER, None)
+        if found is None:  # a route under PUBLIC_PATHS that asks for a role: refuse it
             raise Unauthorized("missing X-API-Key header")
-        gateway: Gateway = request.app.state.gateway
-        found = await gateway.actors.call("catalog", "find_key", auth.hash_key(key))
-        if found is None:
-            raise Unauthorized("unknown or revoked API key")
         auth.require(role_needed, found["role"])
         return found["key_id"]
 

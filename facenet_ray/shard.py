@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -23,7 +24,16 @@ log = logging.getLogger(__name__)
 ENCODE_BATCH = 8  # photos per encoding task: amortises task overhead, keeps progress fine-grained
 CACHE_SAVE_EVERY_S = 5.0
 
+BACKGROUND_NICE = 10  # encoding yields the CPU to searches, heartbeats and the gateway
+
 _encoders: dict[str, object] = {}
+
+
+def background_priority(niceness: int = BACKGROUND_NICE) -> None:
+    """Lower this process's CPU priority to `niceness` (never raise it)."""
+    current = os.nice(0)
+    if current < niceness:
+        os.nice(niceness - current)
 
 
 def _encoder(settings: Settings):
@@ -63,7 +73,14 @@ def encode_paths(
     return out
 
 
-_encode_task = ray.remote(num_cpus=1, max_retries=2)(encode_paths)
+def _encode_in_background(
+    items: list[tuple[str, str, str]], settings: Settings
+) -> list[tuple[str, str, CacheEntry | None]]:
+    background_priority()
+    return encode_paths(items, settings)
+
+
+_encode_task = ray.remote(num_cpus=1, max_retries=2)(_encode_in_background)
 
 
 @ray.remote(concurrency_groups={"search": 8, "ingest": 4, "admin": 2})
