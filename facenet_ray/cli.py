@@ -115,13 +115,14 @@ def cmd_status(args) -> None:
     stats = client.call("GET", "/stats")
     lag = client.call("GET", "/getLag")
     shards = stats.get("shards") or {}
-    print(f"{'server':<16}{'status':<9}{'cpus':>5}{'dirs':>7}{'faces':>8}{'pending':>9}"
-          f"{'heartbeat ms':>14}")
+    print(f"{'server':<16}{'status':<9}{'cpus':>5}{'dirs':>7}{'photos':>8}{'faces':>8}"
+          f"{'pending':>9}{'heartbeat ms':>14}")
     for s in servers:
         shard = shards.get(s["id"]) or {}
         latency = s.get("latency_ms")
         print(f"{s['id']:<16}{s.get('status', ''):<9}{s['cpu_count']:>5}{s['dirsCount']:>7}"
-              f"{shard.get('faces', '-'):>8}{shard.get('pending', '-'):>9}"
+              f"{shard.get('photos', '-'):>8}{shard.get('faces', '-'):>8}"
+              f"{shard.get('pending', '-'):>9}"
               f"{'-' if latency is None else f'{latency:.1f}':>14}")
     folders = stats.get("folders", {})
     print(f"folders: {folders.get('distributed', 0)}/{folders.get('total', 0)} distributed; "
@@ -139,12 +140,35 @@ def cmd_search(args) -> None:
         raise CliError("some searches failed")
 
 
+def load(client: Client) -> None:
+    loaded = client.job("/distribution/loadDirs", label="loading gallery")
+    files = loaded["files"]
+    print(f"loaded {loaded['folders']} folders ({files['added']} new photos, "
+          f"{files['changed']} changed, {files['removed']} removed; "
+          f"{loaded['foldersRemoved']} folders removed, "
+          f"{loaded['emptyFilesRemoved']} empty files deleted)")
+    for skipped in loaded["skipped"]:
+        print(f"  skipped folder {skipped['dir']!r}: {skipped['problem']}")
+
+
+def distribute(client: Client) -> None:
+    """Distribute every undistributed folder, then wait until the shards have encoded them."""
+    spread = client.job("/distribution/startAutoDistrib", label="distributing")
+    print(f"distributed {spread['distributed']} folders over {len(spread['servers'])} "
+          f"server(s); {len(spread['failed'])} failed")
+    for failed in spread["failed"]:
+        print(f"  {failed['server']}  {failed['dir']}: {failed['problem']}")
+    _wait_searchable(client)
+    if spread["failed"]:
+        raise CliError(f"{len(spread['failed'])} folder(s) could not be distributed")
+
+
 def cmd_load(args) -> None:
-    print(_client(args).job("/distribution/loadDirs", label="loading gallery"))
+    load(_client(args))
 
 
 def cmd_distribute(args) -> None:
-    print(_client(args).job("/distribution/startAutoDistrib", label="distributing"))
+    distribute(_client(args))
 
 
 def cmd_check(args) -> None:
@@ -221,12 +245,8 @@ def cmd_up(args) -> None:
         print("admin API key: the value of FACENET_ADMIN_KEY at the first start")
     client = Client(url, os.environ.get("FACENET_ADMIN_KEY") or _read(key_file))
     if settings.gallery_dir is not None:
-        loaded = client.job("/distribution/loadDirs", label="loading gallery")
-        print(f"loaded {loaded['folders']} folders "
-              f"({loaded['files']['added']} new photos, {loaded['files']['changed']} changed)")
-        spread = client.job("/distribution/startAutoDistrib", label="distributing")
-        print(f"distributed {spread['distributed']} folders over {len(spread['servers'])} "
-              f"server(s); {len(spread['failed'])} failed")
+        load(client)
+        distribute(client)
     if args.try_photo:
         _wait_searchable(client)
         print(describe(args.try_photo, client.search(Path(args.try_photo))))
@@ -246,17 +266,25 @@ def cmd_up(args) -> None:
     _shutdown(settings)
 
 
-def _wait_searchable(client: Client, timeout_s: float = 300.0) -> None:
-    """Wait until the shards have encoded what they received."""
+def _wait_searchable(client: Client, timeout_s: float = 600.0) -> None:
+    """Wait until the shards have encoded the photos they received, showing the progress."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    total = 0
+    while True:
         shards = client.call("GET", "/stats").get("shards") or {}
         pending = sum((s or {}).get("pending", 0) for s in shards.values())
+        total = max(total, pending)
+        if total:
+            _bar("encoding faces", total - pending, total)
         if not pending:
+            if total:
+                print(file=sys.stderr)
             return
-        _bar("encoding faces", 0, pending)
+        if time.monotonic() > deadline:
+            print(file=sys.stderr)
+            raise CliError(f"{pending} photo(s) still waiting to be encoded after "
+                           f"{timeout_s:.0f}s; `facenet-ray status` shows the progress")
         time.sleep(0.5)
-    print(file=sys.stderr)
 
 
 def _read(path: Path) -> str | None:

@@ -11,6 +11,7 @@ from collections import defaultdict
 
 import numpy as np
 import ray
+from ray.util import metrics
 
 from facenet_ray.config import NAMESPACE, Settings
 from facenet_ray.decision import decide
@@ -23,6 +24,17 @@ from facenet_ray.shard import ShardActor, _encoder
 from facenet_ray.store import PhotoStore, sha256_bytes
 
 log = logging.getLogger(__name__)
+
+# Prometheus metrics, exported on Ray's metrics port (names get Ray's `ray_` prefix).
+TASK_LATENCY = metrics.Histogram(
+    "facenet_task_latency_ms", "Search task latency, probe to answer",
+    boundaries=[10, 25, 50, 100, 250, 500, 1000, 2500, 5000], tag_keys=("status",),
+)
+TASKS = metrics.Counter("facenet_tasks_total", "Search tasks by outcome", tag_keys=("outcome",))
+HEARTBEAT_LATENCY = metrics.Gauge(
+    "facenet_heartbeat_latency_ms", "Last heartbeat round trip", tag_keys=("server",)
+)
+SERVERS_DOWN = metrics.Counter("facenet_servers_down_total", "Servers marked down")
 
 
 @ray.remote(max_concurrency=2)
@@ -137,6 +149,7 @@ class CoordinatorActor:
 
     async def _mark_down(self, server_id: str, reason: str) -> None:
         self.status[server_id] = "down"
+        SERVERS_DOWN.inc()
         await self.catalog.set_server_status.remote(server_id, "down")
         await self.catalog.add_event.remote("server_down", {"reason": reason}, server_id=server_id)
         log.warning("server %s down: %s", server_id, reason)
@@ -209,6 +222,7 @@ class CoordinatorActor:
         for server_id, latency_ms in zip(servers, results, strict=True):
             beats.append((server_id, latency_ms is not None, latency_ms))
             if latency_ms is not None:
+                HEARTBEAT_LATENCY.set(latency_ms, tags={"server": server_id})
                 self.misses[server_id] = 0
                 continue
             self.misses[server_id] += 1
@@ -275,14 +289,15 @@ class CoordinatorActor:
             await self.catalog.update_task.remote(
                 task_id, status="done", result=result, timings=timings
             )
-            await self.catalog.add_event.remote(
-                "task_done", {"ms": timings["total_ms"], "found": result["found"]}
-            )
+            TASK_LATENCY.observe(timings["total_ms"], tags={"status": "done"})
+            TASKS.inc(tags={"outcome": "found" if result["found"] else (result["reason"] or "")})
         except Exception as exc:
             error = exc.detail if isinstance(exc, FacenetError) else "search failed"
             if not isinstance(exc, FacenetError):
                 log.exception("task %s failed", task_id)
             timings["total_ms"] = _ms(started)
+            TASK_LATENCY.observe(timings["total_ms"], tags={"status": "failed"})
+            TASKS.inc(tags={"outcome": "failed"})
             await self.catalog.update_task.remote(
                 task_id, status="failed", error=error, timings=timings
             )

@@ -15,10 +15,10 @@ nearest is about as near as a true match), but then the next persons are about a
 a true match stands out from them. Measuring the best distance against the probe's cohort
 keeps the false-accept rate about constant as the gallery grows, where a fixed tolerance
 accepts ever more strangers and a ratio test rejects ever more true matches
-(bench/accuracy.py measures all of them on a labelled dataset). Missing cohort members (a
-gallery of fewer than ``cohort_size + 1`` persons, or ``top_k`` too small) count as
-``cohort_prior``, the typical distance between two different people, so a tiny gallery gets
-about the plain tolerance. ``min_gap`` rejects near-ties between two persons (say the same
+(bench/accuracy.py measures all of them on a labelled dataset). In a gallery of fewer than
+``cohort_size + 1`` persons the missing cohort members count as ``cohort_prior``, the typical
+distance between two different people, so a tiny gallery gets about the plain tolerance; when
+``top_k`` itself is too small to show the cohort, the missing ones count as the last shown. ``min_gap`` rejects near-ties between two persons (say the same
 person enrolled twice) however near both are.
 
 Not found comes with a reason: ``"empty_gallery"`` (no candidate), ``"too_far"`` (the nearest
@@ -74,7 +74,10 @@ def thresholds(ranked: list[Candidate], settings: Settings) -> tuple[float, floa
     if rule == "cohort":
         size, prior = settings.cohort_size, settings.cohort_prior
         offset, weight = settings.cohort_offset, settings.cohort_weight
-        cohort = others[:size] + [prior] * max(0, size - len(others))
+        # Missing cohort members: a gallery this small has none, the prior stands in; a list
+        # cut at top_k hides some, each at least as far as the last one shown.
+        fill = prior if len(ranked) < settings.top_k or not others else others[-1]
+        cohort = others[:size] + [fill] * max(0, size - len(others))
         limit = min(tolerance, offset + weight * (sum(cohort) / size))
         alone = min(tolerance, offset + weight * prior)
         if others:

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import ray
+from ray.util import metrics
 
 from facenet_ray.config import Settings
 from facenet_ray.errors import BadRequest, FacenetError, InvalidName
@@ -19,6 +20,12 @@ from facenet_ray.store import PhotoStore, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
+JOB_PROGRESS = metrics.Gauge(
+    "facenet_job_progress", "Fraction of the running job done", tag_keys=("kind",)
+)
+INTEGRITY_ERRORS = metrics.Counter("facenet_integrity_errors_total", "Bad folders found")
+EMPTY_FILES = metrics.Counter("facenet_empty_files_removed_total", "Empty files deleted")
+
 SCAN_BATCH = 50  # folders hashed per catalog call during loadDirs
 COPY_BATCH = 32  # folders per shard call: fewer round trips, still fine-grained progress
 JOB_KINDS = ("loadDirs", "startAutoDistrib", "checkNetworkIntegrity", "runReDistribution", "heal")
@@ -27,8 +34,9 @@ JOB_KINDS = ("loadDirs", "startAutoDistrib", "checkNetworkIntegrity", "runReDist
 class Progress:
     """Writes a job's progress to the catalog, at most every `every` items."""
 
-    def __init__(self, catalog, job_id: str, total: int, every: int = 25) -> None:
+    def __init__(self, catalog, job_id: str, total: int, every: int = 25, kind: str = "") -> None:
         self.catalog, self.job_id, self.total, self.every = catalog, job_id, total, every
+        self.kind = kind
         self.done = 0
 
     async def start(self) -> None:
@@ -38,6 +46,7 @@ class Progress:
         before = self.done // self.every
         self.done += n
         if self.done // self.every != before or self.done >= self.total:
+            JOB_PROGRESS.set(self.done / max(1, self.total), tags={"kind": self.kind})
             await self.catalog.update_job.remote(self.job_id, done=self.done, total=self.total)
 
 
@@ -141,7 +150,7 @@ class DistributorActor:
                 folders.append(check_name(name))
             except InvalidName as exc:
                 skipped.append({"dir": name, "problem": exc.detail})
-        progress = Progress(self.catalog, job_id, len(folders))
+        progress = Progress(self.catalog, job_id, len(folders), kind="loadDirs")
         await progress.start()
         totals = {"added": 0, "changed": 0, "removed": 0}
         for i in range(0, len(folders), SCAN_BATCH):
@@ -197,7 +206,7 @@ class DistributorActor:
         """Copy folders to their servers in batches, a bounded number of batches at a time."""
         previous = previous or {}
         expected = await self.catalog.files_of.remote(sorted(placement))
-        progress = Progress(self.catalog, job_id, len(placement))
+        progress = Progress(self.catalog, job_id, len(placement), kind="distribute")
         await progress.start()
         gate = asyncio.Semaphore(self.settings.copy_concurrency)
         failed: list[dict] = []
@@ -341,7 +350,9 @@ class DistributorActor:
         full, fix = bool(params.get("fullCheck")), bool(params.get("fixErrors"))
         assignments = await self.catalog.get_assignments.remote()
         servers = await actor("coordinator").participating_servers.remote()
-        progress = Progress(self.catalog, job_id, len(servers), every=1)
+        progress = Progress(
+            self.catalog, job_id, len(servers), every=1, kind="checkNetworkIntegrity"
+        )
         await progress.start()
         problems: dict[tuple[str, str], list[str]] = {}
         empty_removed = 0
@@ -375,6 +386,10 @@ class DistributorActor:
         await self.catalog.add_event.remote(
             "integrity_check", {"errors": len(problems), "fixed": fixed, "full": full}
         )
+        if problems:
+            INTEGRITY_ERRORS.inc(len(problems))
+        if empty_removed:
+            EMPTY_FILES.inc(empty_removed)
         return {
             "errors": len(problems), "fixed": fixed, "emptyFilesRemoved": empty_removed,
             "folders": [{"server": s, "dir": d, "problems": p} for (s, d), p in problems.items()],

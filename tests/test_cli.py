@@ -79,9 +79,15 @@ def test_up_with_a_missing_gallery_is_refused_before_starting_anything(tmp_path)
 
 def test_load_and_distribute_report_what_they_did(loaded):
     load, distribute = loaded
-    assert "'folders': 2" in load.stdout and "'added': 4" in load.stdout
-    assert "'distributed': 2" in distribute.stdout and "'failed': []" in distribute.stdout
+    assert load.stdout.startswith("loaded 2 folders (4 new photos, 0 changed, 0 removed;")
+    assert distribute.stdout == "distributed 2 folders over 1 server(s); 0 failed\n"
     assert "Traceback" not in load.stderr + distribute.stderr
+
+
+def test_distribute_returns_once_the_photos_are_searchable(service, loaded):
+    stats = httpx.get(f"{service.url}/stats", headers=service.headers()).json()
+    (shard,) = stats["shards"].values()
+    assert shard["pending"] == 0 and shard["photos"] == 4
 
 
 def test_status_lists_the_server_and_the_folders(service, cli, loaded):
@@ -205,7 +211,8 @@ def test_up_detach_joins_the_running_cluster_and_down_stops_the_service(
     assert up.returncode == 0, up.stderr
     assert f"facenet_ray is serving at {service.url}" in up.stdout
     assert f"admin API key: {(service.data_dir / 'admin.key').resolve()}" in up.stdout
-    assert "loaded 2 folders (0 new photos, 0 changed)" in up.stdout
+    assert "loaded 2 folders (0 new photos, 0 changed, 0 removed;" in up.stdout
+    assert "distributed 0 folders over 0 server(s); 0 failed" in up.stdout
     assert "biden.jpg: Joseph_Biden (distance " in up.stdout
     with httpx.Client(base_url=service.url, headers=service.headers(), timeout=60) as client:
         check = client.get("/distribution/checkNetworkIntegrity", params={"fullCheck": 1})

@@ -49,6 +49,12 @@ def cluster(ray_cluster, http_port, tmp_path_factory):
     for node in (small, big):
         if node in ray_cluster.worker_nodes:
             ray_cluster.remove_node(node)
+    # Later modules must see the head alone: wait until Ray reports both nodes dead.
+    gone = {small.node_id, big.node_id}
+    deadline = time.monotonic() + 60
+    while any(n["Alive"] and n["NodeID"] in gone for n in ray.nodes()):
+        assert time.monotonic() < deadline, "removed nodes still alive"
+        time.sleep(0.2)
 
 
 def shares() -> dict[str, int]:
