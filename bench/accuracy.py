@@ -228,7 +228,7 @@ def synthetic_vectors(ds: Dataset, n: int) -> np.ndarray:
     real = ds.encodings[ds.has_face].astype(np.float64)
     rng = np.random.default_rng(SYNTHETIC_SEED)
     mean, cov = real.mean(axis=0), np.cov(real, rowvar=False)
-    return rng.multivariate_normal(mean, cov, size=n, method="cholesky").astype(np.float32)
+    return rng.multivariate_normal(mean, cov, size=n, method="eigh").astype(np.float32)
 
 
 # -- scoring ---------------------------------------------------------------------------------
@@ -250,15 +250,15 @@ class Score:
         )
 
 
-def score(answers: list[tuple[Probe, bool, str | None]]) -> Score:
-    """answers: (probe, found, person answered)."""
+def score(answers: list[tuple[Probe, bool, str | None]], no_face: float = 0.0) -> Score:
+    """answers: (probe, found, person answered); `no_face` is just carried along."""
     enrolled = [a for a in answers if not a[0].held_out]
     held = [a for a in answers if a[0].held_out]
     return Score(
         rank1=sum(f and who == p.person for p, f, who in enrolled) / max(1, len(enrolled)),
         false_accept=sum(f for _, f, _ in held) / max(1, len(held)),
         wrong=sum(f and who != p.person for p, f, who in enrolled) / max(1, len(enrolled)),
-        no_face=0.0,
+        no_face=no_face,
         enrolled=len(enrolled),
         held_out=len(held),
     )
@@ -273,6 +273,10 @@ def mean_score(scores: list[Score], no_face: float) -> Score:
         enrolled=sum(s.enrolled for s in scores),
         held_out=sum(s.held_out for s in scores),
     )
+
+
+def no_face_of(searched: list[Searched]) -> float:
+    return sum(not s.has_face for s in searched) / max(1, len(searched))
 
 
 def run_product_rule(searched: list[Searched], settings) -> list[tuple[Probe, bool, str | None]]:
@@ -293,8 +297,8 @@ def run_product_rule(searched: list[Searched], settings) -> list[tuple[Probe, bo
 Family = Callable[[Searched], tuple[float, str | None]]
 
 
-def _cohort_mean(distances: list[float], size: int, prior: float) -> float:
-    cohort = distances[:size] + [prior] * max(0, size - len(distances))
+def _cohort_mean(distances: list[float], size: int, fill: float) -> float:
+    cohort = distances[:size] + [fill] * max(0, size - len(distances))
     return sum(cohort) / size
 
 
@@ -316,7 +320,8 @@ def make_family_cohort(settings) -> Family:
         d = [c.distance for c in s.candidates[: settings.top_k]]
         if d[0] > settings.tolerance or (len(d) > 1 and d[0] > d[1] - settings.min_gap):
             return math.inf, None
-        cohort = _cohort_mean(d[1:], settings.cohort_size, settings.cohort_prior)
+        fill = settings.cohort_prior if len(d) < settings.top_k or len(d) < 2 else d[-1]
+        cohort = _cohort_mean(d[1:], settings.cohort_size, fill)
         return d[0] - settings.cohort_weight * cohort, s.candidates[0].person_id
 
     return family
@@ -342,6 +347,8 @@ def make_family_proposal(spread: dict[str, float], typical_spread: float) -> Fam
             p: (v[0] + v[1]) / 2 if len(v) > 1 else v[0] + 0.05
             for p, v in ((p, sorted(v)) for p, v in s.photo_distances.items())
         }
+        if not per:
+            return math.inf, None
         ranked = sorted(per.items(), key=lambda t: (t[1], t[0]))
         best, d1 = ranked[0]
         others = [d for _, d in ranked[1:]]
@@ -459,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {s: searched_for(s) for s in seeds}
     calib = {s: searched_for(s) for s in calib_seeds}
-    no_face = float(np.mean([not x.has_face for s in seeds for x in report[s][0]]))
+    no_face = float(np.mean([no_face_of(report[s][0]) for s in seeds]))
 
     results: dict = {
         "dataset": str(args.dataset),
@@ -489,7 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     table1 = {}
     for name, settings in rules.items():
-        per_seed = [score(run_product_rule(report[s][0], settings)) for s in seeds]
+        per_seed = [
+            score(run_product_rule(report[s][0], settings), no_face_of(report[s][0])) for s in seeds
+        ]
         mean = mean_score(per_seed, no_face)
         table1[name] = {**mean.__dict__, "per_seed": [x.__dict__ for x in per_seed]}
         print(f"{name:46s}{mean.row()}")
@@ -586,10 +595,11 @@ def growth(ds: Dataset, seeds, calib_seeds, sizes, rules) -> dict:
         f"\n3. Growth: synthetic distractor persons added (rank-1 / FA; "
         f"{time.perf_counter() - t0:.0f}s)"
     )
-    print(f"{'':46s}" + "".join(f"{'+' + format(n, ',') if n else 'dataset':>17s}" for n in levels))
+    labels = [f"+{n:,}" if n else "dataset" for n in levels]
+    print(f"{'':46s}" + "".join(f"{label:>15s}" for label in labels))
     for name, row in table.items():
         cells = "".join(
-            f"{100 * row[n]['rank1']:8.1f}/{100 * row[n]['false_accept']:5.1f}%  " for n in levels
+            f"{100 * row[n]['rank1']:8.1f}/{100 * row[n]['false_accept']:5.1f}%" for n in levels
         )
         print(f"{name:46s}{cells}")
     tolerances = ", ".join(f"{table[sized][n]['tolerance']:.3f}" for n in levels)

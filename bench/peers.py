@@ -218,13 +218,13 @@ def _deepface_child(db: Path, probes: list[str], out: Path) -> None:
         calls.append({"probe": probe, "seconds": seconds, "answer": answer,
                       "distance": distance, "no_face": error is not None, "error": error})
     times = [c["seconds"] for c in calls]
-    rest = times[1:] or times
+    rest = times[1:]
     out.write_text(json.dumps({
         "version": deepface.__version__,
         "call": 'DeepFace.find(img_path, db_path, model_name="Dlib", detector_backend="dlib")',
         "import_seconds": import_s,
         "first_call_seconds": times[0],
-        "per_probe_seconds_after_first": sum(rest) / len(rest),
+        "per_probe_seconds_after_first": sum(rest) / len(rest) if rest else None,
         "total_seconds": sum(times),
         "calls": calls,
     }))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -205,25 +208,72 @@ def _ray_bin() -> str:
 
 
 def _connect(address: str | None, settings: Settings, start: bool) -> None:
-    """Join the given cluster, the running local one, or (with `start`) a new local head."""
+    """Join `address`, or the local Ray head an earlier `up` started for this data dir, or
+    (with `start`) start one. Without `--address` facenet_ray never joins a Ray cluster that
+    it did not start, so other Ray work on the machine is left alone.
+    """
     import ray
 
     os.environ.pop("RAY_ADDRESS", None)
-    target = address or "auto"
-    try:
-        ray.init(address=target, namespace="facenet", log_to_driver=False)
+    if address:
+        try:
+            ray.init(address=address, namespace="facenet", log_to_driver=False)
+        except (ConnectionError, RuntimeError) as exc:
+            raise CliError(f"no Ray cluster at {address}: {exc}") from exc
         return
-    except (ConnectionError, RuntimeError) as exc:
-        if address or not start:
-            raise CliError(f"no Ray cluster at {target}: {exc}") from exc
+    mark = settings.data_dir / STARTED_MARK
+    if mark.exists():
+        try:
+            started = json.loads(mark.read_text())
+            ray.init(address=started["address"], _temp_dir=started["temp_dir"],
+                     namespace="facenet", log_to_driver=False)
+            return
+        except (ConnectionError, RuntimeError, ValueError, KeyError):
+            _stop_local_ray(settings)
+    if not start:
+        raise CliError(f"no facenet_ray service was started with data dir {settings.data_dir}")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    temp_dir = _ray_temp_dir(settings)
     subprocess.run(
-        [_ray_bin(), "start", "--head", "--include-dashboard=false", "--disable-usage-stats"],
+        [_ray_bin(), "start", "--head", f"--port={port}",
+         f"--temp-dir={temp_dir}", "--include-dashboard=false", "--disable-usage-stats"],
         check=True, stdout=subprocess.DEVNULL,
         env={**os.environ, "RAY_enable_worker_prestart": "0"},
     )
-    (settings.data_dir / STARTED_MARK).write_text("1")
-    ray.init(address="auto", namespace="facenet", log_to_driver=False)
+    address = f"{ray.util.get_node_ip_address()}:{port}"
+    mark.write_text(json.dumps({"address": address, "temp_dir": temp_dir}))
+    ray.init(address=address, _temp_dir=temp_dir, namespace="facenet", log_to_driver=False)
+
+
+def _ray_temp_dir(settings: Settings) -> str:
+    # Short and unique per data dir: Ray's socket paths must stay under 107 bytes.
+    digest = hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:10]
+    return f"/tmp/facenet-ray-{digest}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop_local_ray(settings: Settings) -> None:
+    """Stop the Ray processes of the head `up` started (found by their temp dir), only those."""
+    import psutil
+
+    mark = settings.data_dir / STARTED_MARK
+    temp_dir = _ray_temp_dir(settings)
+    mine = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(temp_dir in part for part in proc.info["cmdline"] or []):
+            mine.append(proc)
+    for proc in mine:
+        proc.terminate()
+    _, alive = psutil.wait_procs(mine, timeout=10)
+    for proc in alive:
+        proc.kill()
+    mark.unlink(missing_ok=True)
 
 
 def cmd_up(args) -> None:
@@ -300,10 +350,8 @@ def _shutdown(settings: Settings) -> None:
     serve.shutdown()
     stop_service()
     ray.shutdown()
-    mark = settings.data_dir / STARTED_MARK
-    if mark.exists():
-        subprocess.run([_ray_bin(), "stop"], check=False, stdout=subprocess.DEVNULL)
-        mark.unlink()
+    if (settings.data_dir / STARTED_MARK).exists():
+        _stop_local_ray(settings)
     print("facenet_ray stopped", file=sys.stderr)
 
 

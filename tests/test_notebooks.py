@@ -145,6 +145,7 @@ def test_batch_search_answers_every_probe(service, api, searched, monkeypatch, t
     assert rows["unlabelled.jpg"]["truth"] is None and rows["unlabelled.jpg"]["verdict"] == ""
     assert rows["Nobody_Here__sky.jpg"]["reason"] == "no_face"
     assert rows["Nobody_Here__sky.jpg"]["verdict"] == "right (not enrolled)"
+    print(json.dumps(batch, indent=1))
     assert batch["counts"] == {"right": 3, "right (not enrolled)": 1}
     assert batch["accuracy"] == 1.0
     assert len(images) == 1  # the probes beside their matches, in one figure
