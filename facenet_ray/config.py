@@ -1,4 +1,4 @@
-"""All settings of facenet_ray in one pydantic object, read from `FACENET_*` environment variables."""
+"""All settings of facenet_ray in one pydantic object, read from `FACENET_*` env variables."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ class Settings(BaseSettings):
 
     @property
     def model_key(self) -> str:
-        """Identifies the encodings a setting produces; cached encodings of another key are stale."""
+        """Names the encodings a setting produces; cached ones of another key are stale."""
         if self.encoder == "fake":
             return "fake-v1"
         return f"dlib-{self.landmarks}-j{self.jitters}"

@@ -38,6 +38,7 @@ ACTOR_CALL_TIMEOUT_S = 120.0  # an actor that takes longer is treated as unavail
 # A key lookup is one indexed read: a catalog that cannot answer it this fast is restarting
 # or stuck, and the caller hears 503 at once instead of waiting for it.
 KEY_LOOKUP_TIMEOUT_S = 10.0
+MAX_COUNT = 2**31 - 1  # counts a client sends must fit the catalog's INTEGER columns
 
 
 # -- errors: one JSON shape, one place ---------------------------------------------------
@@ -425,9 +426,13 @@ class Gateway:
                 description="The server's IP address or host name.",
             ),
         ],
-        dirs: Annotated[int, Query(ge=0, description="Number of photo folders on it.")],
+        dirs: Annotated[
+            int, Query(ge=0, le=MAX_COUNT, description="Number of photo folders on it.")
+        ],
         port: Annotated[int, Query(ge=1, le=65535, description="The worker's port.")],
-        cpu_count: Annotated[int, Query(alias="cpuCount", ge=1, description="Its CPU cores.")],
+        cpu_count: Annotated[
+            int, Query(alias="cpuCount", ge=1, le=MAX_COUNT, description="Its CPU cores.")
+        ],
     ) -> str:
         return await self._call("coordinator", "add_server", ip, port, cpu_count, dirs)
 

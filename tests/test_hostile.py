@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import socket
 import time
 import zipfile
@@ -21,7 +22,7 @@ import pytest
 import ray
 from PIL import Image
 
-from conftest import FACES, start_fresh_service, wait_job
+from conftest import start_fresh_service, wait_job
 from facenet_ray import auth
 from facenet_ray.runtime import actor, shard_name
 
@@ -135,29 +136,25 @@ def zipped(name: str, data: bytes) -> bytes:
     return buf.getvalue()
 
 
+# name -> (bytes, status): 415 when no image format is recognised, 422 when one is but the
+# data does not decode.
 POLYGLOTS = {
-    # GIF header that is also JavaScript (the classic GIFAR/JS trick), no image data.
-    "gif+js": b"GIF89a/*\x00\x00\x00\x00*/=1;alert(document.domain)//" + b"\x00" * 64,
+    # GIF header that is also JavaScript (the GIF/JS trick), no image data.
+    "gif+js": (b"GIF89a/*\x00\x00\x00\x00*/=1;alert(document.domain)//" + b"\x00" * 64, 415),
     # JPEG start-of-image marker followed by an HTML page.
-    "jpeg+html": b"\xff\xd8\xff\xe0" + b"<html><script>alert(1)</script></html>" * 20,
+    "jpeg+html": (b"\xff\xd8\xff\xe0" + b"<html><script>alert(1)</script></html>" * 20, 422),
     # PNG signature followed by a PHP script.
-    "png+php": b"\x89PNG\r\n\x1a\n" + b"<?php system($_GET['c']); ?>" * 10,
-    # A ZIP (JAR, DOCX, ...) whose first entry is named like a photo.
-    "zip": zipped("photo.jpg", b"MZ\x90\x00" + b"\x00" * 200),
+    "png+php": (b"\x89PNG\r\n\x1a\n" + b"<?php system($_GET['c']); ?>" * 10, 415),
+    # A ZIP (JAR, DOCX, ...) whose entry is named like a photo.
+    "zip": (zipped("photo.jpg", b"MZ\x90\x00" + b"\x00" * 200), 415),
     # A JPEG cut right after its header, with a ZIP glued on: truncated image data.
-    "jpeg head+zip": jpeg()[:200] + zipped("evil.php", b"<?php ?>"),
-    "windows exe": b"MZ\x90\x00\x03\x00\x00\x00\x04\x00" + b"\x00" * 500,
-    "pdf": b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n",
-    "svg+script": b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>',
-    "html": b"<!doctype html><title>x</title><script>alert(1)</script>",
-    "elf": b"\x7fELF\x02\x01\x01" + b"\x00" * 200,
+    "jpeg head+zip": (jpeg()[:200] + zipped("evil.php", b"<?php ?>"), 422),
+    "windows exe": (b"MZ\x90\x00\x03\x00\x00\x00\x04\x00" + b"\x00" * 500, 415),
+    "pdf": (b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n", 415),
+    "svg+script": (b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>', 415),
+    "html": (b"<!doctype html><title>x</title><script>alert(1)</script>", 415),
+    "elf": (b"\x7fELF\x02\x01\x01" + b"\x00" * 200, 415),
 }
-
-
-def polyglot_status(data: bytes) -> int:
-    """415 when Pillow does not recognise the format; 422 when it does but cannot decode."""
-    return 422 if data[:4] in (b"GIF8", b"\xff\xd8\xff\xe0", b"\x89PNG", b"\xff\xd8\xff\xdb") \
-        or data[:3] == b"\xff\xd8\xff" else 415
 
 
 # (id, method, raw target, extra headers, body, status). {sid} is the server's id. The
@@ -300,15 +297,13 @@ BODY_CASES = [
         _upload_case(f"addPhoto file name {kind}", ADD_PHOTO, name, jpeg(), 400)
         for kind, name in {
             "absolute": b"/etc/cron.d/evil.jpg",
-            "windows": b"C:\\Windows\\win.ini.jpg",
             "windows ..\\": b"..\\..\\evil.jpg",
             "unc": b"\\\\server\\share\\x.jpg",
             "nul": b"evil.jpg\x00.png",
             "empty": b"",
             "10000 chars": LONG.encode() + b".jpg",
             "overlong utf-8 ../": b"\xc0\xae\xc0\xae/evil.jpg",
-            "overlong utf-8 ..": b"\xc0\xae\xc0\xae",
-            "invalid utf-8": b"\xff\xfe.jpg",
+            "c1 control (latin-1 fallback)": b"\xc2\x85\x85.jpg",
             "control": b"a\x1b[31mred.jpg",
         }.items()
     ],
@@ -317,13 +312,13 @@ BODY_CASES = [
     _upload_case("createTask wrong field", "/createTask", b"a.jpg", jpeg(), 400, field="file"),
     # Polyglots and other files passed off as photos (the declared type is never trusted).
     *[
-        _upload_case(f"{route} {kind}", target, b"p.jpg", data, polyglot_status(data))
-        for kind, data in POLYGLOTS.items()
+        _upload_case(f"{route} {kind}", target, b"p.jpg", data, status)
+        for kind, (data, status) in POLYGLOTS.items()
         for route, target in [("createTask", "/createTask"), ("addPhoto", ADD_PHOTO),
                               ("addTask", "/worker/{sid}/addTask")]
     ],
     _upload_case("createTask exe declared jpeg", "/createTask", b"setup.exe",
-                 POLYGLOTS["windows exe"], 415, kind="image/jpeg"),
+                 POLYGLOTS["windows exe"][0], 415, kind="image/jpeg"),
     # Wrong content types for an upload route.
     ("createTask json", "POST", "/createTask", {"Content-Type": "application/json"},
      b'{"filedata": "/etc/passwd"}', 400),
@@ -504,3 +499,27 @@ def test_keys_never_reach_logs_errors_or_the_catalog(svc, client, ray_cluster):
         data = path.read_bytes()
         for key, raw in secrets.items():
             assert raw not in data, f"an API key ({key[:6]}...) is in {path}"
+
+
+def test_file_names_the_multipart_parser_rewrites_stay_inside_the_folder(svc):
+    """Two rewrites happen before the gateway sees an upload's file name: a Windows path is cut
+    to its last part (python-multipart's rule for old browsers) and bytes that are not UTF-8
+    are read as Latin-1 (Starlette's). Either way the photo lands in its folder, under the
+    name the answer reports, and nowhere else. Last in this module: it adds photos."""
+    before = set(snapshot(svc)["files"])
+    written = set()
+    for sent, stored in [(b"C:\\Windows\\win.ini.jpg", "win.ini.jpg"),
+                         (b"\xc0\xae\xc0\xae", "\u00c0\u00ae\u00c0\u00ae"),
+                         (b"\xff\xfe.jpg", "\u00ff\u00fe.jpg")]:
+        headers, body = _multipart("filedata", sent, jpeg())
+        status, payload = raw_request(
+            svc.url, "POST", ADD_PHOTO.format(sid=svc.server_id),
+            {"X-API-Key": svc.admin_key, **headers}, body,
+        )
+        assert status == 200, payload
+        assert json.loads(payload)["name"] == stored
+        written |= {str(svc.gallery / "Barack_Obama" / stored),
+                    str(svc.data_dir / "shards" / svc.server_id / "photos" / "Barack_Obama"
+                        / stored)}
+    after = {p for p in snapshot(svc)["files"] if not p.endswith(".parquet")}
+    assert after - before == written
