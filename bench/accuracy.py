@@ -2,6 +2,7 @@
 
     python -m bench.accuracy --dataset DIR [--seeds 3] [--out results.json]
         [--calib-seeds 10] [--distractors 1000 10000 100000] [--processes 2]
+        [--landmarks large [small]] [--time-encode N]
 
 DIR is `<Person>/<photo>.jpg` (LFW layout, e.g. lfw-dev). It exits 0 with a message when DIR
 does not exist: the dataset is research data and never part of the project.
@@ -14,20 +15,24 @@ wrong-person answers over the enrolled probes, no-face probes; averaged over `--
 (0, 1, ...). A probe without a face is an answer of no_face (wrong for an enrolled probe).
 
 Every photo is encoded once with face_recognition (HOG, upsample 1 then 2, largest face, 1
-jitter, small landmarks, 2 processes), cached as .npz under ~/.cache/facenet_ray_bench (or
-$FACENET_BENCH_CACHE), keyed by the dataset's path, file list and sizes.
+jitter, 2 processes) with the product's default landmark model (`Settings.landmarks`), cached
+as .npz under ~/.cache/facenet_ray_bench (or $FACENET_BENCH_CACHE), keyed by the dataset's
+path, file list and sizes and the model (the landmark model included). `--landmarks large
+small` runs every table once per landmark model (large: dlib's 68-point alignment; small: 5
+points), the first one also as the top-level result; `--time-encode N` times the product's
+encoder on N photos in this process with each landmark model (photos/s).
 
 The product's rules run through the product's code: `FaceIndex.search` then
 `facenet_ray.decision.decide` with `Settings`. Tables:
 
 1. the rules as configured: plain face_recognition (tolerance 0.6 and 0.5), the ratio test
-   (0.9) and the default rule;
+   (0.9), the cohort and cohort2 rules (the default one marked);
 2. each family of rule with its one threshold calibrated on other seeds (`--calib-seeds`,
    100, 101, ...) for false accepts <= 3%, so the families compare at the same risk: plain
-   tolerance, ratio test, the cohort rule (its calibrated offset checks the default), Z-norm
-   against the cohort, and a proposal that needs more than `Candidate` has (each person's
-   second-best photo distance and the spread of that person's photos); those two are computed
-   here, from the same FaceIndex searches, and are not product code;
+   tolerance, ratio test, the cohort rule and the cohort2 rule (their calibrated offsets check
+   the defaults `cohort_offset`, `cohort2_offset`), Z-norm against the cohort; and, as a
+   reference for cohort2, the proposal it came from computed here without the product's
+   `Candidate.second`/`spread` (persons from a per-photo search of the 40 nearest photos);
 3. growth: the same seeds with 1k, 10k, 100k synthetic distractor persons added (vectors drawn
    from a Gaussian fitted to the dataset's encodings' mean and covariance), for the rules of
    table 1 and for a plain tolerance calibrated per gallery size on the calibration seeds.
@@ -75,16 +80,20 @@ def list_photos(dataset: Path) -> list[tuple[str, Path]]:
     return out
 
 
-def _cache_key(dataset: Path, photos: list[tuple[str, Path]]) -> str:
+def model_of(landmarks: str) -> dict:
+    return {**MODEL, "landmarks": landmarks}
+
+
+def _cache_key(dataset: Path, photos: list[tuple[str, Path]], model: dict) -> str:
     h = hashlib.sha256()
     h.update(str(dataset.resolve()).encode())
-    h.update(repr(sorted(MODEL.items())).encode())
+    h.update(repr(sorted(model.items())).encode())
     for person, path in photos:
         h.update(f"{person}/{path.name}:{path.stat().st_size}\n".encode())
     return h.hexdigest()[:20]
 
 
-def _encode_one(path: str) -> tuple[np.ndarray | None, int]:
+def _encode_one(path: str, landmarks: str = "small") -> tuple[np.ndarray | None, int]:
     """The largest face's encoding and the upsample that found it (None, -1: no face)."""
     import face_recognition
 
@@ -94,24 +103,56 @@ def _encode_one(path: str) -> tuple[np.ndarray | None, int]:
         if boxes:
             box = max(boxes, key=lambda b: (b[2] - b[0]) * (b[1] - b[3]))
             enc = face_recognition.face_encodings(
-                image, [box], num_jitters=MODEL["jitters"], model=MODEL["landmarks"]
+                image, [box], num_jitters=MODEL["jitters"], model=landmarks
             )
             return np.asarray(enc[0], dtype=np.float32), upsample
     return None, -1
 
 
-def load_or_encode(dataset: Path, processes: int = 2) -> dict[str, np.ndarray]:
+def time_encode(dataset: Path, count: int, landmarks: list[str]) -> dict:
+    """Photos/s of the product's encoder (`facenet_ray.faces.Encoder`: detection, landmarks,
+    encoding) in this one process on `count` photos spread over the dataset, per landmark
+    model; the models take turns photo by photo, so both see the same machine load."""
+    from facenet_ray.config import Settings
+    from facenet_ray.faces import Encoder, decode_image
+
+    photos = list_photos(dataset)
+    picked = [photos[i][1] for i in np.linspace(0, len(photos) - 1, count).astype(int)]
+    images = [decode_image(p.read_bytes(), 40_000_000) for p in picked]
+    encoders = {m: Encoder(Settings(landmarks=m)) for m in landmarks}
+    seconds = dict.fromkeys(landmarks, 0.0)
+    for image in images:
+        for model, encoder in encoders.items():
+            t0 = time.perf_counter()
+            encoder.detect(image)
+            seconds[model] += time.perf_counter() - t0
+    out: dict = {"photos": len(images)}
+    for model in landmarks:
+        out[model] = {
+            "s_per_photo": seconds[model] / len(images),
+            "photos_per_s": len(images) / seconds[model],
+        }
+    return out
+
+
+def load_or_encode(
+    dataset: Path, processes: int = 2, landmarks: str = "small"
+) -> dict[str, np.ndarray]:
     """persons, photos (str), encodings (n, 128) float32, has_face (bool), upsample (int8)."""
     photos = list_photos(dataset)
-    path = cache_dir() / f"{dataset.resolve().name}-{_cache_key(dataset, photos)}.npz"
+    key = _cache_key(dataset, photos, model_of(landmarks))
+    path = cache_dir() / f"{dataset.resolve().name}-{key}.npz"
     if path.exists():
         with np.load(path, allow_pickle=False) as z:
-            print(f"encodings from cache {path}", file=sys.stderr)
+            print(f"encodings ({landmarks} landmarks) from cache {path}", file=sys.stderr)
             return {k: z[k] for k in z.files}
-    print(f"encoding {len(photos)} photos with {processes} processes ...", file=sys.stderr)
+    print(
+        f"encoding {len(photos)} photos ({landmarks} landmarks) with {processes} processes ...",
+        file=sys.stderr,
+    )
     t0 = time.perf_counter()
     with get_context("spawn").Pool(processes) as pool:
-        results = pool.map(_encode_one, [str(p) for _, p in photos], chunksize=8)
+        results = pool.starmap(_encode_one, [(str(p), landmarks) for _, p in photos], chunksize=8)
     encodings = np.zeros((len(photos), 128), dtype=np.float32)
     has_face = np.zeros(len(photos), dtype=bool)
     upsample = np.full(len(photos), -1, dtype=np.int8)
@@ -124,6 +165,8 @@ def load_or_encode(dataset: Path, processes: int = 2) -> dict[str, np.ndarray]:
         "encodings": encodings,
         "has_face": has_face,
         "upsample": upsample,
+        "encode_seconds": np.float64(time.perf_counter() - t0),
+        "encode_processes": np.int64(processes),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
@@ -336,6 +379,28 @@ def family_znorm(s: Searched) -> tuple[float, str | None]:
     return -(cohort.mean() - d[0]) / max(float(cohort.std()), 1e-6), s.candidates[0].person_id
 
 
+def make_family_cohort2(settings) -> Family:
+    """The product's cohort2 rule with its offset left free: person distance - cohort_weight *
+    mean(cohort of person distances) - spread_weight * spread (product Candidates)."""
+    from facenet_ray.decision import person_distance
+
+    def family(s: Searched) -> tuple[float, str | None]:
+        ranked = sorted(
+            s.candidates[: settings.top_k],
+            key=lambda c: (person_distance(c, settings), c.person_id),
+        )
+        d = [person_distance(c, settings) for c in ranked]
+        if d[0] > settings.tolerance or (len(d) > 1 and d[0] > d[1] - settings.min_gap):
+            return math.inf, None
+        fill = settings.cohort_prior if len(d) < settings.top_k or len(d) < 2 else d[-1]
+        cohort = _cohort_mean(d[1:], settings.cohort_size, fill)
+        spread = ranked[0].spread if ranked[0].spread is not None else settings.typical_spread
+        value = d[0] - settings.cohort_weight * cohort - settings.spread_weight * spread
+        return value, ranked[0].person_id
+
+    return family
+
+
 def make_family_proposal(spread: dict[str, float], typical_spread: float) -> Family:
     """Person-level evidence (needs index support): each person's distance is the mean of
     its two best photos (one-photo persons: best + 0.05), ranked by that; the rule is the
@@ -410,13 +475,19 @@ def apply(scored: list[tuple[Probe, float, str]], threshold: float):
 def product_rules():
     from facenet_ray.config import Settings
 
+    default = Settings().decision_rule
+
+    def named(rule: str) -> str:
+        return f"{rule} (default)" if rule == default else rule
+
     return {
         "plain face_recognition, tolerance 0.6": Settings(decision_rule="nearest", tolerance=0.6),
         "plain face_recognition, tolerance 0.5": Settings(decision_rule="nearest", tolerance=0.5),
         "ratio test 0.9 (rule margin)": Settings(
             decision_rule="margin", margin_ratio=0.9, tolerance=0.6
         ),
-        "cohort (default)": Settings(),
+        named("cohort"): Settings(decision_rule="cohort"),
+        named("cohort2"): Settings(decision_rule="cohort2"),
     }
 
 
@@ -427,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib-seeds", type=int, default=10)
     parser.add_argument("--distractors", type=int, nargs="*", default=[1000, 10000, 100000])
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--landmarks", nargs="+", choices=("small", "large"))
+    parser.add_argument("--time-encode", type=int, default=0, metavar="N")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
@@ -436,38 +509,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import facenet_ray.decision  # noqa: F401
         from facenet_ray.config import Settings
-        from facenet_ray.index import FaceIndex
+        from facenet_ray.index import FaceIndex  # noqa: F401
     except ImportError as exc:  # the benchmark measures the product's code or nothing
         print(f"facenet_ray index/decision not importable ({exc}): benchmark skipped")
         return 0
 
     started = time.perf_counter()
-    ds = Dataset(load_or_encode(args.dataset, args.processes))
     seeds = list(range(args.seeds))
     calib_seeds = list(range(100, 100 + args.calib_seeds))
-    rules = product_rules()
     default = Settings()
-    n_held = round(HOLD_OUT * len(ds.multi))
-    print(
-        f"{args.dataset}: {len(ds.rows)} persons, {len(ds.persons)} photos, "
-        f"{int((~ds.has_face).sum())} without a face; per seed {len(ds.multi) - n_held} enrolled "
-        f"probes, {n_held} held-out probes, gallery of "
-        f"{len(ds.multi) - n_held + len(ds.single)} persons; seeds {seeds}, calibration seeds "
-        f"{calib_seeds[0]}..{calib_seeds[-1]}"
-    )
-
-    # Searches at the dataset's own size, with the per-photo index for the proposal.
-    def searched_for(seed: int) -> tuple[list[Searched], Split]:
-        split = ds.split(seed)
-        photo_index = FaceIndex()
-        for i in split.gallery:
-            photo_index.add(f"{ds.persons[i]}\x00{ds.photos[i]}", "p", ds.encodings[i][None, :])
-        return search_all(ds, split, build_index(ds, split.gallery), photo_index), split
-
-    report = {s: searched_for(s) for s in seeds}
-    calib = {s: searched_for(s) for s in calib_seeds}
-    no_face = float(np.mean([no_face_of(report[s][0]) for s in seeds]))
-
+    args.landmarks = args.landmarks or [default.landmarks]
     results: dict = {
         "dataset": str(args.dataset),
         "seeds": seeds,
@@ -485,14 +536,77 @@ def main(argv: list[str] | None = None) -> int:
                 "cohort_weight",
                 "cohort_prior",
                 "min_gap",
+                "cohort2_offset",
+                "spread_weight",
+                "typical_spread",
+                "single_face_penalty",
                 "confidence_scale",
+                "landmarks",
             )
         },
-        "probes_without_face": no_face,
     }
+    if args.time_encode:
+        timing = time_encode(args.dataset, args.time_encode, args.landmarks)
+        results["encode_timing"] = timing
+        print(
+            f"encode timing (product Encoder, 1 process, {timing['photos']} photos): "
+            + "; ".join(
+                f"{m} landmarks {1000 * timing[m]['s_per_photo']:.0f} ms/photo, "
+                f"{timing[m]['photos_per_s']:.2f} photos/s"
+                for m in args.landmarks
+            )
+        )
+    results["by_landmarks"] = {}
+    for i, landmarks in enumerate(args.landmarks):
+        data = load_or_encode(args.dataset, args.processes, landmarks)
+        part = evaluate(Dataset(data), args, landmarks, seeds, calib_seeds)
+        if "encode_seconds" in data:
+            part["encode"] = {
+                "seconds": float(data["encode_seconds"]),
+                "processes": int(data["encode_processes"]),
+                "photos_per_s": len(data["photos"]) / float(data["encode_seconds"]),
+            }
+        results["by_landmarks"][landmarks] = part
+        if i == 0:  # the first landmark model's tables are also the top-level results
+            results.update(part)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2, default=float))
+        print(f"\nresults written to {args.out}")
+    return 0
+
+
+def evaluate(ds: Dataset, args, landmarks: str, seeds, calib_seeds) -> dict:
+    """Tables 1-3 for one encoding of the dataset."""
+    from facenet_ray.config import Settings
+    from facenet_ray.index import FaceIndex
+
+    rules = product_rules()
+    default = Settings()
+    n_held = round(HOLD_OUT * len(ds.multi))
+    print(
+        f"\n== {args.dataset}, {landmarks} landmarks: {len(ds.rows)} persons, "
+        f"{len(ds.persons)} photos, {int((~ds.has_face).sum())} without a face; per seed "
+        f"{len(ds.multi) - n_held} enrolled probes, {n_held} held-out probes, gallery of "
+        f"{len(ds.multi) - n_held + len(ds.single)} persons; seeds {seeds[0]}..{seeds[-1]}, "
+        f"calibration seeds {calib_seeds[0]}..{calib_seeds[-1]}"
+    )
+
+    # Searches at the dataset's own size, with the per-photo index for the proposal.
+    def searched_for(seed: int) -> tuple[list[Searched], Split]:
+        split = ds.split(seed)
+        photo_index = FaceIndex()
+        for i in split.gallery:
+            photo_index.add(f"{ds.persons[i]}\x00{ds.photos[i]}", "p", ds.encodings[i][None, :])
+        return search_all(ds, split, build_index(ds, split.gallery), photo_index), split
+
+    report = {s: searched_for(s) for s in seeds}
+    calib = {s: searched_for(s) for s in calib_seeds}
+    no_face = float(np.mean([no_face_of(report[s][0]) for s in seeds]))
+    results: dict = {"probes_without_face": no_face}
 
     header = f"{'':46s}{'rank-1':>8s}{'FA':>9s}{'wrong':>8s}{'noface':>8s}"
-    print("\n1. Rules as configured (mean over seeds)")
+    print(f"\n1. Rules as configured (mean over {len(seeds)} seeds)")
     print(header)
     table1 = {}
     for name, settings in rules.items():
@@ -506,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"\n2. Each family at its threshold calibrated for FA <= {FA_TARGET:.0%} on the "
-        "calibration seeds"
+        f"calibration seeds (mean over {len(seeds)} seeds)"
     )
     print(f"{header}  threshold  calib rank-1/FA")
     spreads = {
@@ -517,9 +631,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratio test d1/d2 (margin)": lambda seed: family_ratio,
         "cohort: d1 - 0.5 mean(d2..d5) (product)": lambda seed: make_family_cohort(default),
         "Z-norm: (mean - d1) / std of d2..d10": lambda seed: family_znorm,
-        "proposal: 2 best photos + own spread [*]": lambda seed: make_family_proposal(
-            *spreads[seed]
-        ),
+        "cohort2: 2 best faces + own spread (product)": lambda seed: make_family_cohort2(default),
+        "  same, computed in the bench [*]": lambda seed: make_family_proposal(*spreads[seed]),
     }
     table2 = {}
     for name, make in families.items():
@@ -537,36 +650,39 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:46s}{mean.row()}  {threshold:9.4f}  "
             f"{100 * cal_score.rank1:.1f}%/{100 * cal_score.false_accept:.1f}%"
         )
-    print("   [*] needs per-candidate data FaceIndex does not return yet (computed here)")
+    print(
+        "   [*] the proposal cohort2 came from, without the index's Candidate.second/spread: "
+        "persons from the 40 nearest photos"
+    )
     results["calibrated_families"] = table2
 
     if args.distractors:
         results["growth"] = growth(ds, seeds, calib_seeds, sorted(args.distractors), rules)
-    results["seconds"] = round(time.perf_counter() - started, 1)
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2, default=float))
-        print(f"\nresults written to {args.out}")
-    return 0
+    return results
 
 
 def growth(ds: Dataset, seeds, calib_seeds, sizes, rules) -> dict:
     """Rank-1 / FA of each rule as synthetic distractor persons are added to the gallery."""
+    from facenet_ray.index import FaceIndex
+
     levels = [0, *sizes]
     synthetic = synthetic_vectors(ds, levels[-1])
-
-    def searches(seed: int) -> dict[int, list[Searched]]:
-        split = ds.split(seed)
-        index = build_index(ds, split.gallery)
-        out, added = {}, 0
-        for n in levels:
-            add_synthetic(index, synthetic[added:n], added)
-            added = n
-            out[n] = search_all(ds, split, index)
-        return out
-
     t0 = time.perf_counter()
-    report = {s: searches(s) for s in seeds}
-    calib = {s: searches(s) for s in calib_seeds}
+    # One index grows level by level; each seed's gallery comes and goes at every level.
+    splits = {seed: ds.split(seed) for seed in [*seeds, *calib_seeds]}
+    found: dict[int, dict[int, list[Searched]]] = {seed: {} for seed in splits}
+    index, added = FaceIndex(), 0
+    for n in levels:
+        add_synthetic(index, synthetic[added:n], added)
+        added = n
+        for seed, split in splits.items():
+            for i in split.gallery:
+                index.add(str(ds.persons[i]), str(ds.photos[i]), ds.encodings[i][None, :])
+            found[seed][n] = search_all(ds, split, index)
+            for person in {str(ds.persons[i]) for i in split.gallery}:
+                index.remove_person(person)
+    report = {s: found[s] for s in seeds}
+    calib = {s: found[s] for s in calib_seeds}
     table: dict[str, dict[int, dict]] = {}
     for name, settings in rules.items():
         table[name] = {}

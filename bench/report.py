@@ -191,6 +191,9 @@ def _search_rows(data: dict, results: dict) -> list[Row]:
                     _num(ours.get("latency_p50_ms"), "ms"), "DeepFace.find after the first",
                     _num(1000 * (df.get("per_probe_seconds_after_first") or 0), "ms"),
                     _x(ratios.get("deepface_steady_vs_facenet_ray"))))
+    inside = f"{_num(ours.get('encode_p50_ms'))} / {_num(ours.get('shard_search_p50_ms'), 'ms')}"
+    out.append(("search", "inside facenet_ray per probe: encode / shard search (p50)", inside,
+                "", "", ""))
     out.append(("search", f"{n} probes submitted at once", _num(ours.get("concurrent_seconds"),
                 "s"), "", "", ""))
     sc = ours.get("score", {})
@@ -424,3 +427,22 @@ def _plot_scale(ax, data: dict) -> None:
     ax.set_ylabel("p50 ms per probe (beyond encoding)")
     ax.legend(fontsize=8)
     ax.set_title(title)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Draw the table (.md) and the plot (.png) again from a results JSON."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=main.__doc__)
+    parser.add_argument("results", type=Path)
+    args = parser.parse_args(argv)
+    results = json.loads(args.results.read_text())
+    table = markdown_table(rows(results), results)
+    args.results.with_suffix(".md").write_text(table + "\n")
+    print(table)
+    drawn = plot(results, args.results.with_suffix(".png"))
+    print(f"\nplot: {drawn}")
+
+
+if __name__ == "__main__":
+    main()

@@ -79,7 +79,7 @@ class Client:
 
 
 def _bar(label: str, done: int, total: int, width: int = 30) -> None:
-    if not sys.stderr.isatty() and total and done < total:
+    if not sys.stderr.isatty() and (not total or done < total):
         return  # no carriage-return animation in logs; the final line is printed
     filled = int(width * done / total) if total else 0
     print(f"\r{label:<22} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}",
@@ -174,6 +174,18 @@ def cmd_distribute(args) -> None:
     distribute(_client(args))
 
 
+def cmd_redistribute(args) -> None:
+    """Spread the whole gallery again by CPU weight, e.g. over machines that joined later."""
+    client = _client(args)
+    spread = client.job("/distribution/runReDistribution", label="redistributing")
+    print(f"removed {sum(n or 0 for n in spread['removed'].values())} folders, distributed "
+          f"{spread['distributed']} over {len(spread['servers'])} server(s); "
+          f"{len(spread['failed'])} failed")
+    _wait_searchable(client)
+    if spread["failed"]:
+        raise CliError(f"{len(spread['failed'])} folder(s) could not be distributed")
+
+
 def cmd_check(args) -> None:
     result = _client(args).job(
         "/distribution/checkNetworkIntegrity",
@@ -225,6 +237,8 @@ def _connect(address: str | None, settings: Settings, start: bool) -> None:
     if mark.exists():
         try:
             started = json.loads(mark.read_text())
+            if started.get("auth") == "token":  # an explicit address never turns it on itself
+                _use_token_auth()
             ray.init(address=started["address"], _temp_dir=started["temp_dir"],
                      namespace="facenet", log_to_driver=False)
             return
@@ -235,6 +249,7 @@ def _connect(address: str | None, settings: Settings, start: bool) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     temp_dir = _ray_temp_dir(settings)
+    auth = _ray_token_auth()
     subprocess.run(
         [_ray_bin(), "start", "--head", f"--port={port}",
          f"--temp-dir={temp_dir}", "--include-dashboard=false", "--disable-usage-stats"],
@@ -242,8 +257,40 @@ def _connect(address: str | None, settings: Settings, start: bool) -> None:
         env={**os.environ, "RAY_enable_worker_prestart": "0"},
     )
     address = f"{ray.util.get_node_ip_address()}:{port}"
-    mark.write_text(json.dumps({"address": address, "temp_dir": temp_dir}))
+    mark.write_text(json.dumps({"address": address, "temp_dir": temp_dir, "auth": auth}))
+    if auth == "token":
+        print("Ray cluster auth: token (Ray's own; a machine that joins needs the same token: "
+              "`ray get-auth-token` prints it)", file=sys.stderr)
     ray.init(address=address, _temp_dir=temp_dir, namespace="facenet", log_to_driver=False)
+
+
+def _ray_token_auth() -> str:
+    """Turn Ray's own cluster auth (token mode, Ray >= 2.52) on for the head `up` starts, unless
+    the operator set RAY_AUTH_MODE otherwise; returns the mode. Ray keeps the token in
+    ~/.ray/auth_token (or RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH); a missing one is generated
+    and, as Ray writes it world-readable, made owner-only."""
+    mode = os.environ.get("RAY_AUTH_MODE", "token")
+    if mode != "token":
+        return mode
+    _use_token_auth()
+    subprocess.run(  # prints the token: never to the terminal
+        [_ray_bin(), "get-auth-token", "--generate"], check=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    default = Path.home() / ".ray" / "auth_token"
+    if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        default.chmod(0o600)
+    return mode
+
+
+def _use_token_auth() -> None:
+    """Make this process (and the Ray processes it starts) use Ray's token auth. Ray reads
+    RAY_AUTH_MODE once, when imported: the config is re-read the way Ray itself does it
+    when it turns token auth on (`_enable_token_auth`, ray 2.60)."""
+    from ray._raylet import Config
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    Config.initialize("")
 
 
 def _ray_temp_dir(settings: Settings) -> str:
@@ -295,6 +342,7 @@ def cmd_up(args) -> None:
         print("admin API key: the value of FACENET_ADMIN_KEY at the first start")
     client = Client(url, os.environ.get("FACENET_ADMIN_KEY") or _read(key_file))
     if settings.gallery_dir is not None:
+        _wait_servers(client, args.servers)
         load(client)
         distribute(client)
     if args.try_photo:
@@ -335,6 +383,25 @@ def _wait_searchable(client: Client, timeout_s: float = 600.0) -> None:
             raise CliError(f"{pending} photo(s) still waiting to be encoded after "
                            f"{timeout_s:.0f}s; `facenet-ray status` shows the progress")
         time.sleep(0.5)
+
+
+def _wait_servers(client: Client, wanted: int, timeout_s: float = 900.0) -> None:
+    """Wait until `wanted` servers take part, so the gallery is spread over all of them."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        servers = client.call("GET", "/distribution/getServersList")
+        active = len([s for s in servers.split(",") if s])
+        if active >= wanted:
+            if wanted > 1:
+                print(file=sys.stderr)
+            return
+        _bar("waiting for servers", active, wanted)
+        if time.monotonic() > deadline:
+            print(file=sys.stderr)
+            raise CliError(f"only {active} of {wanted} servers joined in {timeout_s:.0f}s; "
+                           "`ray status` shows the nodes")
+        time.sleep(2)
+        client.call("GET", "/distribution/updateServerList")
 
 
 def _read(path: Path) -> str | None:
@@ -379,6 +446,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--address", help="Ray cluster to join (default: local, started if needed)")
     up.add_argument("--detach", action="store_true", help="return once the gateway answers")
     up.add_argument("--try", dest="try_photo", help="search this photo once started")
+    up.add_argument("--servers", type=int, default=1, metavar="N",
+                    help="with --gallery: wait until N servers (Ray nodes) have joined before "
+                         "distributing (default 1)")
     up.set_defaults(run=cmd_up)
 
     down = sub.add_parser("down", parents=[common], help="stop everything `up` started")
@@ -394,6 +464,9 @@ def parser() -> argparse.ArgumentParser:
         .set_defaults(run=cmd_load)
     sub.add_parser("distribute", parents=[common], help="copy undistributed folders") \
         .set_defaults(run=cmd_distribute)
+    sub.add_parser("redistribute", parents=[common],
+                   help="spread every folder again by CPU weight (after servers joined)") \
+        .set_defaults(run=cmd_redistribute)
     check = sub.add_parser("check", parents=[common], help="integrity check of every server")
     check.add_argument("--full", action="store_true", help="verify every file's sha256")
     check.add_argument("--fix", action="store_true", help="repair from the source gallery")

@@ -69,12 +69,18 @@ class CoordinatorActor:
         self.gallery = PhotoStore(settings.gallery_dir or settings.data_dir / "gallery")
         self.shards: dict[str, ray.actor.ActorHandle] = {}
         self.status: dict[str, str] = {}
+        self.node_alive: set[str] = set()
         self.misses: dict[str, int] = defaultdict(int)
         self.in_flight: dict[str, int] = defaultdict(int)
         self.lag = LagMonitor()
         self.background: set[asyncio.Task] = set()
         self.probe_encoder = None
         self.started: asyncio.Future | None = None
+        # Start at once, not on the first call: after a restart (max_restarts=-1) nothing may
+        # call for a while, and until start() runs no heartbeat watches the servers and the
+        # tasks the old process left running stay so. Ray runs an async actor's __init__ on
+        # its event loop.
+        self._spawn(self.start())
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -117,22 +123,21 @@ class CoordinatorActor:
             for n in nodes
             if n["Alive"] and n["Resources"].get("CPU", 0) > 0
         }
+        self.node_alive = set(alive)
         for server_id, node in alive.items():
-            if server_id not in self.shards:
-                self.shards[server_id] = ShardActor.options(
-                    name=shard_name(server_id), namespace=NAMESPACE, lifetime="detached",
-                    get_if_exists=True, scheduling_strategy=pinned(node["NodeID"]),
-                    max_restarts=-1, num_cpus=self.settings.shard_cpus,
-                ).remote(server_id, self.settings)
-            if self.status.get(server_id) != "active":
-                self.status[server_id] = "active"
-                self.misses[server_id] = 0
-                await self.catalog.upsert_server.remote(
-                    server_id, node_id=node["NodeID"], ip=node["NodeManagerAddress"],
-                    port=self.settings.port, cpu_count=int(node["Resources"]["CPU"]),
-                    status="active",
-                )
-                await self.catalog.add_event.remote("server_up", server_id=server_id)
+            if server_id in self.shards:
+                continue  # known: the heartbeat decides whether it is up
+            self.shards[server_id] = ShardActor.options(
+                name=shard_name(server_id), namespace=NAMESPACE, lifetime="detached",
+                get_if_exists=True, scheduling_strategy=pinned(node["NodeID"]),
+                max_restarts=-1, num_cpus=self.settings.shard_cpus,
+            ).remote(server_id, self.settings)
+            await self.catalog.upsert_server.remote(
+                server_id, node_id=node["NodeID"], ip=node["NodeManagerAddress"],
+                port=self.settings.port, cpu_count=int(node["Resources"]["CPU"]),
+                status="active",
+            )
+            await self._mark_up(server_id)
         await self._join_pending({n["NodeManagerAddress"] for n in alive.values()})
         for server_id in list(self.shards):
             if server_id not in alive and self.status.get(server_id) == "active":
@@ -146,6 +151,12 @@ class CoordinatorActor:
                 await self.catalog.add_event.remote(
                     "pending_server_joined", {"ip": server["ip"]}, server_id=server["server_id"]
                 )
+
+    async def _mark_up(self, server_id: str) -> None:
+        self.status[server_id] = "active"
+        self.misses[server_id] = 0
+        await self.catalog.set_server_status.remote(server_id, "active")
+        await self.catalog.add_event.remote("server_up", server_id=server_id)
 
     async def _mark_down(self, server_id: str, reason: str) -> None:
         self.status[server_id] = "down"
@@ -216,7 +227,8 @@ class CoordinatorActor:
     async def heartbeat(self) -> dict[str, bool]:
         """One round: refresh membership, ping every known shard, record the results."""
         await self.update_server_list()
-        servers = [s for s, st in self.status.items() if st == "active"]
+        # Down servers whose node lives are pinged too: one that answers again is back.
+        servers = [s for s in self.shards if s in self.node_alive]
         results = await asyncio.gather(*(self._ping(s) for s in servers))
         beats = []
         for server_id, latency_ms in zip(servers, results, strict=True):
@@ -224,9 +236,12 @@ class CoordinatorActor:
             if latency_ms is not None:
                 HEARTBEAT_LATENCY.set(latency_ms, tags={"server": server_id})
                 self.misses[server_id] = 0
+                if self.status.get(server_id) != "active":
+                    await self._mark_up(server_id)
                 continue
             self.misses[server_id] += 1
-            if self.misses[server_id] >= self.settings.heartbeat_misses:
+            if (self.misses[server_id] >= self.settings.heartbeat_misses
+                    and self.status.get(server_id) == "active"):
                 await self._mark_down(server_id, f"{self.misses[server_id]} missed heartbeats")
         if beats:
             await self.catalog.record_heartbeats.remote(beats)

@@ -68,6 +68,9 @@ class DistributorActor:
         self.tasks: set[asyncio.Task] = set()
         self.lag = LagMonitor()
         self.lock = None  # asyncio.Lock, created on the actor's loop
+        # After a restart, mark the jobs the old process was running failed at once: nothing
+        # else may call ready() for a long time. Ray runs an async actor's __init__ on its loop.
+        self._spawn(self.ready())
 
     async def ready(self) -> bool:
         if self.lock is None:
@@ -320,6 +323,13 @@ class DistributorActor:
 
     async def _redistribute(self, job_id: str, params: dict) -> dict:
         """Full redistribution as the seed defines it: remove everything, then distribute."""
+        # The catalog stops calling any folder distributed before a single one is removed: a
+        # redistribution cut short (the distributor killed) then leaves folders for the next
+        # startAutoDistrib, never assignments to folders that are gone.
+        assignments = await self.catalog.get_assignments.remote()
+        await self.catalog.set_assignments.remote(
+            [(f, a["server_id"], "assigned") for f, a in assignments.items()]
+        )
         removed = {}
         for server_id in await actor("coordinator").participating_servers.remote():
             removed[server_id] = await self._try_shard(server_id, "remove_all")
@@ -356,10 +366,13 @@ class DistributorActor:
         await progress.start()
         problems: dict[tuple[str, str], list[str]] = {}
         empty_removed = 0
+        missing: list[str] = []  # servers that did not answer: their folders are unchecked
         for server_id in servers:
             answer = await self._try_shard(server_id, "inventory", full)
-            if answer is None:
-                continue  # the server went down meanwhile: heal covers its folders
+            if answer is None:  # it went down meanwhile (heal covers its folders), or is stuck
+                missing.append(server_id)
+                await progress.step()
+                continue
             inventory, empty = answer
             empty_removed += len(empty)
             for person_id, photo in empty:
@@ -393,6 +406,7 @@ class DistributorActor:
         return {
             "errors": len(problems), "fixed": fixed, "emptyFilesRemoved": empty_removed,
             "folders": [{"server": s, "dir": d, "problems": p} for (s, d), p in problems.items()],
+            "missingServers": missing,
         }
 
     async def _folder_problems(self, person_id: str, present, assigned: bool,

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 from ray import serve
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray.util import metrics
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -304,8 +304,12 @@ class Actors:
             )
         # RayActorError covers ActorDiedError and ActorUnavailableError.
         except (RayActorError, GetTimeoutError, TimeoutError) as exc:
-            self._handles.pop(actor, None)
             log.warning("%s.%s failed: %s", actor, method, type(exc).__name__)
+            if isinstance(exc, RayTaskError):  # raised inside: an actor it called is down
+                raise Unavailable(
+                    f"the {actor} could not reach another service actor; try again"
+                ) from exc
+            self._handles.pop(actor, None)
             raise Unavailable(f"the {actor} is not available; try again") from exc
 
 
@@ -364,7 +368,8 @@ def job_view(job: dict) -> dict:
     }
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
+# No CPU reserved: a fraction would leave a 2-CPU node room for one 1-CPU encoding task only.
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)
 @serve.ingress(app)
 class Gateway:
     """The routes of SPEC §3. Holds nothing but settings, actor handles and its lag monitor."""

@@ -10,16 +10,11 @@ import sys
 import httpx
 import pytest
 
-from conftest import BIDEN, OBAMA, wait_job
+from conftest import BIDEN, FACES, OBAMA, wait_job
 
 pytestmark = pytest.mark.ray
 
-PORTRAITS = [
-    (OBAMA / "obama.jpg", "Barack_Obama"),
-    (OBAMA / "obama2.jpg", "Barack_Obama"),
-    (OBAMA / "obama3.jpg", "Barack_Obama"),
-    (BIDEN / "biden.jpg", "Joseph_Biden"),
-]
+PORTRAITS = [(photo, photo.parent.name) for photo in sorted(FACES.glob("*/*.jpg"))]
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180):
@@ -66,7 +61,8 @@ def loaded(cli):
 def test_help_lists_every_command():
     done = run_cli("--help")
     assert done.returncode == 0
-    for command in ("up", "down", "status", "search", "load", "distribute", "check", "keys"):
+    for command in ("up", "down", "status", "search", "load", "distribute", "redistribute",
+                    "check", "keys"):
         assert command in done.stdout
 
 
@@ -183,6 +179,14 @@ def test_check_reports_a_damaged_folder_and_fix_repairs_it(service, cli, loaded)
     assert photo.read_bytes() == original
 
 
+def test_redistribute_spreads_the_gallery_again_and_it_stays_searchable(cli, loaded):
+    done = cli("redistribute")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "removed 2 folders, distributed 2 over 1 server(s); 0 failed\n"
+    searched = cli("search", str(BIDEN / "biden.jpg"))
+    assert ": Joseph_Biden (distance " in searched.stdout
+
+
 def test_keys_create_prints_a_search_key_that_works(cli, loaded):
     created = cli("keys", "create", "--role", "search")
     assert created.returncode == 0, created.stderr
@@ -206,7 +210,7 @@ def test_up_detach_joins_the_running_cluster_and_down_stops_the_service(
     next module's `service` fixture starts a fresh service again."""
     where = ["--data-dir", str(service.data_dir), "--address", ray_cluster.address]
     up = run_cli("up", "--detach", "--gallery", str(service.gallery),
-                 "--port", str(service.settings.port), *where,
+                 "--port", str(service.settings.port), "--servers", "1", *where,
                  "--try", str(BIDEN / "biden.jpg"))
     assert up.returncode == 0, up.stderr
     assert f"facenet_ray is serving at {service.url}" in up.stdout

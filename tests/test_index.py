@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_faces import OBAMA, PORTRAITS, encoded_portraits
 
+from facenet_ray import index as index_module
 from facenet_ray.config import Settings
 from facenet_ray.decision import decide
 from facenet_ray.index import CacheEntry, Candidate, EncodingCache, FaceIndex, merge_candidates
@@ -45,6 +46,43 @@ def brute_force(
     np.minimum.at(best, person_of_face, distances)
     order = np.lexsort((names, best))[:top_k]
     return list(zip(names[order].tolist(), best[order].tolist(), strict=True))
+
+
+def brute_force_evidence(
+    vectors: np.ndarray, persons: np.ndarray, probe: np.ndarray, person: str
+) -> tuple[float | None, float | None]:
+    """The reference (second, spread) of one person: its second-nearest face to the probe and
+    the mean distance over all pairs of its faces; None, None for a person with one face."""
+    own = vectors[persons == person].astype(np.float64)
+    if len(own) < 2:
+        return None, None
+    second = float(np.sort(np.linalg.norm(own - probe, axis=1))[1])
+    pairs = np.linalg.norm(own[:, None, :] - own[None, :, :], axis=2)
+    return second, float(pairs[np.triu_indices(len(own), 1)].mean())
+
+
+def assert_evidence(candidates, vectors, persons, probe) -> None:
+    for c in candidates:
+        second, spread = brute_force_evidence(vectors, persons, probe, c.person_id)
+        if second is None:
+            assert c.second is None and c.spread is None, c
+        else:
+            assert c.second == pytest.approx(second, abs=1e-5), c
+            assert c.spread == pytest.approx(spread, abs=1e-5), c
+            assert c.distance <= c.second
+
+
+def assert_chains(index: FaceIndex) -> None:
+    """Each person's chain of rows is exactly its rows in the matrix, and linked both ways."""
+    codes = index._person_codes[: len(index)]
+    for person, code in index._person_code.items():
+        walked, row, previous = [], int(index._head[code]), -1
+        while row != -1:
+            assert index._prev[row] == previous
+            walked.append(row)
+            previous, row = row, int(index._next[row])
+        np.testing.assert_array_equal(sorted(walked), np.flatnonzero(codes == code))
+        assert index._count[code] == len(walked) == index._person_faces.get(person, 0)
 
 
 def random_faces(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -136,6 +174,72 @@ def test_search_stays_exact_through_random_adds_and_removes():
         np.testing.assert_allclose([d for _, d in got], [d for _, d in expected], atol=1e-5)
 
 
+@pytest.mark.parametrize("walk_vs_scan", [0, 10**9], ids=["walk", "scan"])
+def test_second_and_spread_stay_exact_through_adds_and_removes(monkeypatch, walk_vs_scan):
+    """Each person's second-best face and the spread of its faces, against brute force, while
+    photos of 0-3 faces come and go and whole persons leave (rows move into the holes); a
+    person's rows found by walking its chain, or by a scan (the index's choice for persons
+    with very many faces)."""
+    monkeypatch.setattr(index_module, "_WALK_VS_SCAN", walk_vs_scan)
+    rng = np.random.default_rng(12)
+    index = FaceIndex()
+    truth: dict[tuple[str, str], np.ndarray] = {}
+    centres = random_faces(rng, 40)
+    checked = 0
+    for step in range(2500):
+        who = int(rng.integers(40))
+        person, photo = f"p{who}", f"{rng.integers(5)}.jpg"
+        if step % 3 == 2:
+            index.remove_photo(person, photo)
+            truth.pop((person, photo), None)
+        elif step % 89 == 0:
+            index.remove_person(person)
+            truth = {key: value for key, value in truth.items() if key[0] != person}
+        else:  # faces near the person's centre, so that persons have a real spread
+            count = int(rng.integers(0, 4))
+            faces = centres[who] + 0.5 * random_faces(rng, count)
+            index.add(person, photo, faces)
+            truth[(person, photo)] = faces
+        if step % 250 == 249:
+            assert_chains(index)
+            vectors = np.concatenate([faces for faces in truth.values()])
+            persons = np.concatenate([[key[0]] * len(faces) for key, faces in truth.items()])
+            for probe in np.concatenate([random_faces(rng, 3), centres[rng.integers(40, size=3)]]):
+                candidates = index.search(probe, top_k=8)
+                expected = brute_force(vectors, persons, probe, top_k=8)
+                assert [c.person_id for c in candidates] == [p for p, _ in expected]
+                assert_evidence(candidates, vectors, persons, probe)
+                checked += sum(c.second is not None for c in candidates)
+    assert checked > 100  # most persons had several faces
+    for person in list(index.persons()):
+        index.remove_person(person)
+    assert len(index) == 0 and index.nbytes == len(index._person_ids) * 16
+
+
+def test_second_beyond_the_nearest_faces_is_still_exact():
+    # Alice's best face is the nearest of all, her second is far behind a crowd of others:
+    # the search's candidate list never reaches it, the person's own rows give it.
+    rng = np.random.default_rng(13)
+    probe = random_faces(rng, 1)[0]
+    index = FaceIndex()
+    others = probe + 0.05 * random_faces(rng, 300)
+    for i, face in enumerate(others):
+        index.add(f"other {i}", "1.jpg", face[None, :])
+    alice = np.stack([probe + 0.01 * random_faces(rng, 1)[0], -probe])
+    index.add("alice", "near.jpg", alice[:1])
+    index.add("alice", "far.jpg", alice[1:])
+    vectors = np.concatenate([others, alice])
+    persons = np.array([f"other {i}" for i in range(len(others))] + ["alice", "alice"])
+    candidates = index.search(probe, top_k=3)
+    assert candidates[0].person_id == "alice"
+    assert candidates[0].second == pytest.approx(1.2, abs=1e-5)
+    assert candidates[0].spread == pytest.approx(float(np.linalg.norm(alice[0] - alice[1])))
+    assert_evidence(candidates, vectors, persons, probe)
+    index.remove_photo("alice", "far.jpg")
+    alone = index.search(probe, top_k=1)[0]
+    assert (alone.person_id, alone.second, alone.spread) == ("alice", None, None)
+
+
 def test_adding_is_amortised_and_a_face_costs_under_600_bytes():
     rng = np.random.default_rng(3)
     index = FaceIndex()
@@ -171,10 +275,12 @@ def test_search_at_100k_faces_equals_brute_force(large_index):
     for probe in np.concatenate([random_faces(rng, 5), near, vectors[:2]]):
         reference = brute_force(vectors, persons, probe, top_k=20)
         for top_k in (1, 5, 20):
-            got = [(c.person_id, c.distance) for c in index.search(probe, top_k)]
+            candidates = index.search(probe, top_k)
+            got = [(c.person_id, c.distance) for c in candidates]
             expected = reference[:top_k]
             assert [p for p, _ in got] == [p for p, _ in expected]
             np.testing.assert_allclose([d for _, d in got], [d for _, d in expected], atol=1e-5)
+        assert_evidence(candidates, vectors, persons, probe)
 
 
 def test_search_widens_when_one_person_owns_all_the_nearest_faces():
@@ -188,10 +294,12 @@ def test_search_widens_when_one_person_owns_all_the_nearest_faces():
         index.add(f"other {i}", "1.jpg", face[None, :])
     vectors = np.concatenate([crowd, others])
     persons = np.array(["crowd"] * len(crowd) + [f"other {i}" for i in range(len(others))])
-    got = [(c.person_id, c.distance) for c in index.search(probe, top_k=10)]
+    candidates = index.search(probe, top_k=10)
+    got = [(c.person_id, c.distance) for c in candidates]
     expected = brute_force(vectors, persons, probe, top_k=10)
     assert [p for p, _ in got] == [p for p, _ in expected]
     np.testing.assert_allclose([d for _, d in got], [d for _, d in expected], atol=1e-5)
+    assert_evidence(candidates[:1], vectors, persons, probe)  # the crowd: 500 faces
 
 
 # --- merging shards and deciding ------------------------------------------------------------
@@ -203,6 +311,28 @@ def test_merge_candidates_keeps_each_person_at_its_best():
     merged = merge_candidates([shard_a, shard_b, []], top_k=2)
     assert merged == [Candidate("ann", 0.20, "2.jpg"), Candidate("cat", 0.40, "1.jpg")]
     assert merge_candidates([], top_k=3) == []
+
+
+def test_merge_keeps_second_and_spread_of_each_shards_persons():
+    rng = np.random.default_rng(14)
+    probe = random_faces(rng, 1)[0]
+    shards, single = [FaceIndex(), FaceIndex(), FaceIndex()], FaceIndex()
+    for i in range(60):  # a person lives on one shard; 1-4 photos each
+        centre = probe + random_faces(rng, 1)[0] * rng.uniform(0.3, 1.2)
+        for j in range(1 + i % 4):
+            face = centre + 0.4 * random_faces(rng, 1)
+            shards[i % 3].add(f"person {i}", f"{j}.jpg", face)
+            single.add(f"person {i}", f"{j}.jpg", face)
+    merged = merge_candidates([shard.search(probe, 10) for shard in shards], 10)
+    expected = single.search(probe, 10)
+    assert [c.person_id for c in merged] == [c.person_id for c in expected]
+    for got, want in zip(merged, expected, strict=True):
+        assert got.distance == pytest.approx(want.distance, abs=1e-6)
+        assert (got.second is None) == (want.second is None)
+        if want.second is not None:
+            assert got.second == pytest.approx(want.second, abs=1e-6)
+            assert got.spread == pytest.approx(want.spread, abs=1e-9)
+    assert any(c.second is not None for c in merged) and any(c.second is None for c in merged)
 
 
 def test_decide_plain_rule():

@@ -159,5 +159,4 @@ def test_batch_search_answers_every_probe(service, api, searched, monkeypatch, t
     assert batch["counts"] == {v: verdicts.count(v) for v in set(verdicts)}
     rights = sum(v.startswith("right") for v in verdicts)
     assert batch["accuracy"] == rights / 4
-    print("SECONDS", batch["seconds"], [(r["probe"], r["ms"], r["reason"]) for r in batch["rows"]])
     assert len(images) == 1  # the probes beside their matches, in one figure

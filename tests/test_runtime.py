@@ -148,6 +148,10 @@ def test_cache_survives_shard_restart_without_reencoding(svc):
             assert time.monotonic() < deadline
             time.sleep(0.5)
     assert after["faces"] == before["faces"] and after["pending"] == 0
+    # The restart may have cost heartbeats; the next answered ping brings the server back.
+    while svc.server_id not in ray.get(actor("coordinator").participating_servers.remote()):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
     assert search((OBAMA / "obama.jpg").read_bytes())["faceId"] == "Barack_Obama"
 
 
