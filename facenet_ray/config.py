@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     auto_heal: bool = True
     search_timeout_s: float = Field(10.0, gt=0)
     copy_concurrency: int = Field(8, ge=1)
+    probe_encoders: int = Field(2, ge=1)  # warm single-threaded probe encoders on the head
     # CPU reserved by each shard actor itself. 0: its node's whole CPU count stays free for
     # encoding tasks (one per CPU); a fraction here would cost a whole encoder on small nodes.
     shard_cpus: float = Field(0.0, ge=0)

@@ -37,9 +37,12 @@ HEARTBEAT_LATENCY = metrics.Gauge(
 SERVERS_DOWN = metrics.Counter("facenet_servers_down_total", "Servers marked down")
 
 
-@ray.remote(max_concurrency=2)
+@ray.remote(max_concurrency=1)  # dlib is not thread-safe: one encoding at a time per process
 class ProbeEncoder:
-    """Keeps the face model warm on the head node so a search does not wait for a worker start."""
+    """Keeps the face model warm on the head node so a search does not wait for a worker start.
+
+    The coordinator keeps a small pool of them for searches that arrive together.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -74,7 +77,7 @@ class CoordinatorActor:
         self.in_flight: dict[str, int] = defaultdict(int)
         self.lag = LagMonitor()
         self.background: set[asyncio.Task] = set()
-        self.probe_encoder = None
+        self.probe_encoders: asyncio.Queue = asyncio.Queue()  # idle ProbeEncoder actors
         self.started: asyncio.Future | None = None
         # Start at once, not on the first call: after a restart (max_restarts=-1) nothing may
         # call for a while, and until start() runs no heartbeat watches the servers and the
@@ -90,9 +93,12 @@ class CoordinatorActor:
             self.started = asyncio.get_running_loop().create_future()
             try:
                 await self.catalog.fail_unfinished_tasks.remote("coordinator restarted")
-                self.probe_encoder = ProbeEncoder.options(
-                    num_cpus=0, scheduling_strategy=pinned(ray.get_runtime_context().get_node_id())
-                ).remote(self.settings)
+                head = pinned(ray.get_runtime_context().get_node_id())
+                for _ in range(self.settings.probe_encoders):
+                    self.probe_encoders.put_nowait(
+                        ProbeEncoder.options(num_cpus=0, scheduling_strategy=head)
+                        .remote(self.settings)
+                    )
                 await self.update_server_list()
                 self._spawn(self.lag.run())
                 self._spawn(self._heartbeat_loop())
@@ -284,7 +290,11 @@ class CoordinatorActor:
         timings: dict = {}
         try:
             await self.catalog.update_task.remote(task_id, status="running")
-            detection: Detection = await self.probe_encoder.encode.remote(data)
+            encoder = await self.probe_encoders.get()
+            try:
+                detection: Detection = await encoder.encode.remote(data)
+            finally:
+                self.probe_encoders.put_nowait(encoder)
             timings["encode_ms"] = _ms(started)
             faces = detection.faces if self.settings.all_faces else detection.faces[:1]
             if not faces:
@@ -292,19 +302,25 @@ class CoordinatorActor:
             else:
                 answers = []
                 for face in faces:
-                    candidates, missing, search_ms = await self._scatter(face.encoding, targets)
+                    candidates, missing, pending, search_ms = await self._scatter(
+                        face.encoding, targets
+                    )
                     answers.append((face, decide(candidates, self.settings), missing))
                     timings.setdefault("search_ms", []).append(search_ms)
                 face, decision, missing = answers[0]
                 result = _answer(decision, missing, box=face.box)
                 if len(answers) > 1:
                     result["faces"] = [_answer(d, m, box=f.box) for f, d, m in answers]
+                result["pendingServers"] = pending
             result["fallback"] = detection.fallback
             timings["total_ms"] = _ms(started)
             await self.catalog.update_task.remote(
                 task_id, status="done", result=result, timings=timings
             )
             TASK_LATENCY.observe(timings["total_ms"], tags={"status": "done"})
+            await self.catalog.add_event.remote(  # the history behind latency histograms
+                "task_done", {"ms": timings["total_ms"], "found": result["found"]}
+            )
             TASKS.inc(tags={"outcome": "found" if result["found"] else (result["reason"] or "")})
         except Exception as exc:
             error = exc.detail if isinstance(exc, FacenetError) else "search failed"
@@ -319,8 +335,11 @@ class CoordinatorActor:
 
     async def _scatter(
         self, probe: np.ndarray, targets: list[str]
-    ) -> tuple[list[Candidate], list[str], dict[str, float]]:
-        """Search every target shard at once; those that fail or time out come back missing."""
+    ) -> tuple[list[Candidate], list[str], list[str], dict[str, float]]:
+        """Search every target shard at once; those that fail or time out come back missing.
+
+        Also returns the servers that answered while photos still waited to be encoded.
+        """
         live = [s for s in targets if self.status.get(s) == "active"]
         missing = [s for s in targets if s not in live]
         timings: dict[str, float] = {}
@@ -341,13 +360,16 @@ class CoordinatorActor:
                 timings[server_id] = _ms(start)
 
         results = await asyncio.gather(*(one(s) for s in live))
-        found = []
-        for server_id, candidates in zip(live, results, strict=True):
-            if candidates is None:
+        found, pending = [], []
+        for server_id, answer in zip(live, results, strict=True):
+            if answer is None:
                 missing.append(server_id)
-            else:
-                found.append(candidates)
-        return merge_candidates(found, self.settings.top_k), sorted(missing), timings
+                continue
+            candidates, waiting = answer
+            found.append(candidates)
+            if waiting:
+                pending.append(server_id)
+        return merge_candidates(found, self.settings.top_k), sorted(missing), pending, timings
 
     async def get_task(self, task_id: str) -> dict:
         task = await self.catalog.get_task.remote(task_id)
@@ -362,6 +384,7 @@ class CoordinatorActor:
             "reason": result.get("reason"),
             "candidates": result.get("candidates", []),
             "missingServers": result.get("missingServers", []),
+            "pendingServers": result.get("pendingServers", []),
             "servers": task.get("servers", []),
             "timings": task.get("timings") or {},
             "error": task.get("error"),

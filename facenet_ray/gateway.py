@@ -623,6 +623,18 @@ class Gateway:
         stats["gateway"] = {"lagMs": self.lag.current_ms()}
         return stats
 
+    @app.get("/events", tags=["results"], dependencies=ADMIN)
+    async def events(
+        self,
+        kind: Annotated[
+            str | None, Query(max_length=64, description="Only events of this kind.")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many.")] = 100,
+    ) -> list[dict[str, Any]]:
+        """The latest events (server up/down, integrity checks, empty files removed, jobs,
+        photos added...), newest first: the history behind `/stats`."""
+        return await self._call("catalog", "events", kind, limit)
+
     @app.get("/persons/{personId}", tags=["persons"], dependencies=ADMIN)
     async def get_person(self, person_id: PersonId) -> dict[str, Any]:
         """The information stored about a person."""

@@ -366,12 +366,14 @@ class ShardActor:
     # -- search ---------------------------------------------------------------------------
 
     @ray.method(concurrency_group="search")
-    def search(self, probe: np.ndarray, top_k: int) -> list[Candidate]:
+    def search(self, probe: np.ndarray, top_k: int) -> tuple[list[Candidate], int]:
+        """The nearest persons, and how many photos still wait to be encoded (then an answer
+        may miss a person being added: the coordinator says so in the task)."""
         with self.lock:
             self.searches += 1
         try:
             with self.lock:
-                return self.index.search(probe, top_k)
+                return self.index.search(probe, top_k), len(self.pending) + self.encoding
         finally:
             with self.lock:
                 self.searches -= 1
