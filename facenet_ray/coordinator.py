@@ -349,8 +349,7 @@ class CoordinatorActor:
             self.in_flight[server_id] += 1
             try:
                 return await asyncio.wait_for(
-                    self.shards[server_id].search.remote(probe, self.settings.top_k),
-                    self.settings.search_timeout_s,
+                    self._search_shard(server_id, probe), self.settings.search_timeout_s
                 )
             except Exception as exc:
                 log.warning("search on %s failed: %r", server_id, exc)
@@ -370,6 +369,17 @@ class CoordinatorActor:
             if waiting:
                 pending.append(server_id)
         return merge_candidates(found, self.settings.top_k), sorted(missing), pending, timings
+
+    async def _search_shard(self, server_id: str, probe: np.ndarray):
+        """One shard's search. A shard that is restarting (its handle here may learn of the
+        restart a moment after the actor is back) is asked again until the caller's timeout."""
+        delay = 0.05
+        while True:
+            try:
+                return await self.shards[server_id].search.remote(probe, self.settings.top_k)
+            except ray.exceptions.ActorUnavailableError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     async def get_task(self, task_id: str) -> dict:
         task = await self.catalog.get_task.remote(task_id)

@@ -152,7 +152,8 @@ def test_cache_survives_shard_restart_without_reencoding(svc):
     while svc.server_id not in ray.get(actor("coordinator").participating_servers.remote()):
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    assert search((OBAMA / "obama.jpg").read_bytes())["faceId"] == "Barack_Obama"
+    task = search((OBAMA / "obama.jpg").read_bytes())
+    assert task["faceId"] == "Barack_Obama", repr(task)
 
 
 def test_redistribution_removes_then_copies_everything(svc):
