@@ -247,53 +247,64 @@ class Catalog:
         Returns {"added", "changed", "removed"} file counts. A changed folder that was
         distributed goes back to 'assigned', so that distribution copies it again.
         """
-        new = {name: (size, sha256) for name, size, sha256 in files}
-        now = self._clock()
-        with self._transaction():
-            old = {
-                name: (size, sha256)
-                for name, size, sha256 in self._con.execute(
-                    "SELECT name, size, sha256 FROM files WHERE dir = ?", [dir]
-                ).fetchall()
-            }
-            counts = {
-                "added": sum(1 for name in new if name not in old),
-                "changed": sum(1 for name in new if name in old and new[name] != old[name]),
-                "removed": sum(1 for name in old if name not in new),
-            }
-            self._con.execute(
-                "INSERT INTO folders VALUES (?, ?, ?) "
-                "ON CONFLICT (dir) DO UPDATE SET synced_at = excluded.synced_at",
-                [dir, now, now],
-            )
-            if any(counts.values()):
-                self._con.execute("DELETE FROM files WHERE dir = ?", [dir])
-                self._insert_files(dir, new)
-                self._con.execute(
-                    "UPDATE assignments SET state = 'assigned', updated_at = ? "
-                    "WHERE dir = ? AND state = 'distributed'",
-                    [now, dir],
-                )
-        return counts
+        return self.sync_folders([(dir, files)])
 
     def sync_folders(
         self, batch: Sequence[tuple[str, Sequence[tuple[str, int, str]]]]
     ) -> dict[str, int]:
-        """sync_folder for many folders in one call; returns the summed counts."""
-        totals = {"added": 0, "changed": 0, "removed": 0}
-        for dir, files in batch:
-            for key, n in self.sync_folder(dir, files).items():
-                totals[key] += n
-        return totals
+        """sync_folder for many folders in one transaction; returns the summed counts.
 
-    def _insert_files(self, dir: str, files: dict[str, tuple[int, str]]) -> None:
-        if not files:
-            return
-        self._con.execute(
-            "INSERT INTO files SELECT $1, unnest($2::VARCHAR[]), unnest($3::BIGINT[]), "
-            "unnest($4::VARCHAR[])",
-            [dir, list(files), [s for s, _ in files.values()], [h for _, h in files.values()]],
-        )
+        Set-based (a handful of statements for the whole batch, not per folder): a gallery of
+        10,000 folders is loaded in seconds, not minutes. A folder named twice: the last wins.
+        """
+        totals = {"added": 0, "changed": 0, "removed": 0}
+        wanted = {dir: {name: (size, sha256) for name, size, sha256 in files}
+                  for dir, files in batch}
+        if not wanted:
+            return totals
+        now = self._clock()
+        with self._transaction():
+            old: dict[str, dict[str, tuple[int, str]]] = {dir: {} for dir in wanted}
+            for dir, name, size, sha256 in self._con.execute(
+                "SELECT dir, name, size, sha256 FROM files "
+                "WHERE dir IN (SELECT unnest(?::VARCHAR[]))", [list(wanted)]
+            ).fetchall():
+                old[dir][name] = (size, sha256)
+            changed = []
+            for dir, new in wanted.items():
+                before = old[dir]
+                counts = {
+                    "added": sum(1 for name in new if name not in before),
+                    "changed": sum(1 for name, v in new.items() if before.get(name, v) != v),
+                    "removed": sum(1 for name in before if name not in new),
+                }
+                for key, n in counts.items():
+                    totals[key] += n
+                if any(counts.values()):
+                    changed.append(dir)
+            self._con.execute(
+                "INSERT INTO folders SELECT unnest($1::VARCHAR[]), $2, $2 "
+                "ON CONFLICT (dir) DO UPDATE SET synced_at = excluded.synced_at",
+                [list(wanted), now],
+            )
+            if changed:
+                self._con.execute(
+                    "DELETE FROM files WHERE dir IN (SELECT unnest(?::VARCHAR[]))", [changed]
+                )
+                rows = [(dir, name, size, sha256) for dir in changed
+                        for name, (size, sha256) in wanted[dir].items()]
+                if rows:
+                    self._con.execute(
+                        "INSERT INTO files SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), "
+                        "unnest($3::BIGINT[]), unnest($4::VARCHAR[])",
+                        [list(column) for column in zip(*rows, strict=True)],
+                    )
+                self._con.execute(
+                    "UPDATE assignments SET state = 'assigned', updated_at = ? "
+                    "WHERE dir IN (SELECT unnest(?::VARCHAR[])) AND state = 'distributed'",
+                    [now, changed],
+                )
+        return totals
 
     def remove_folder(self, dir: str) -> None:
         """Forget a folder: its files and its assignment too. NotFound if unknown."""

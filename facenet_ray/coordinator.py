@@ -19,7 +19,14 @@ from facenet_ray.errors import BadRequest, Conflict, FacenetError, NotFound, Una
 from facenet_ray.faces import Detection
 from facenet_ray.index import Candidate, merge_candidates
 from facenet_ray.names import check_name
-from facenet_ray.runtime import LagMonitor, actor, pinned, server_id_of, shard_name
+from facenet_ray.runtime import (
+    LagMonitor,
+    actor,
+    freeze_startup_objects,
+    pinned,
+    server_id_of,
+    shard_name,
+)
 from facenet_ray.shard import ShardActor, _encoder
 from facenet_ray.store import PhotoStore, sha256_bytes
 
@@ -100,6 +107,7 @@ class CoordinatorActor:
                         .remote(self.settings)
                     )
                 await self.update_server_list()
+                freeze_startup_objects()
                 self._spawn(self.lag.run())
                 self._spawn(self._heartbeat_loop())
                 self.started.set_result(True)

@@ -29,7 +29,7 @@ from facenet_ray import __version__, auth, faces
 from facenet_ray.config import NAMESPACE, Settings
 from facenet_ray.errors import BadRequest, FacenetError, TooLarge, Unauthorized, Unavailable
 from facenet_ray.names import check_name
-from facenet_ray.runtime import LagMonitor
+from facenet_ray.runtime import LagMonitor, freeze_startup_objects
 
 log = logging.getLogger(__name__)
 
@@ -378,6 +378,7 @@ class Gateway:
         self.settings = Settings(**(settings_overrides or {}))
         self.actors = Actors()
         self.lag = LagMonitor()
+        freeze_startup_objects()
         # Serve runs the constructor on the replica's request loop: the one to measure.
         self._lag_task = asyncio.get_running_loop().create_task(self.lag.run())
         app.state.gateway = self

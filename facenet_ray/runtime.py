@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from pathlib import Path
 
@@ -50,6 +51,18 @@ class LagMonitor:
     def current_ms(self) -> float:
         """The worst lag over the recent window (about five seconds)."""
         return round(max(self.samples, default=0.0), 3)
+
+
+def freeze_startup_objects() -> None:
+    """Keep full garbage collections short in a process whose event loop must stay responsive.
+
+    Everything alive after start-up (modules, Ray, Serve, FastAPI, pydantic) moves out of the
+    collector's reach; each full pass then looks at the objects made since.
+    Measured in the gateway replica: a full pass took 106 ms and showed as an 80 ms getLag
+    spike, even with the service idle.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def start_service(settings: Settings) -> None:

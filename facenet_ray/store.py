@@ -76,8 +76,15 @@ class PhotoStore:
 
     def _inside(self, path: Path, what: str) -> Path:
         # Defence in depth beyond check_name: a symlink planted in the store must not lead out.
-        if not path.resolve().is_relative_to(self.root):
-            raise InvalidName(f"{what} resolves outside the store root")
+        # Names are single components and root is resolved, so only a link at the folder or
+        # photo level can: one lstat each, and the full resolve only when one is a link.
+        step = self.root
+        for part in path.relative_to(self.root).parts:
+            step = step / part
+            if step.is_symlink():
+                if not path.resolve().is_relative_to(self.root):
+                    raise InvalidName(f"{what} resolves outside the store root")
+                break
         return path
 
     def _dir_path(self, person_id: str) -> Path:
@@ -118,8 +125,10 @@ class PhotoStore:
         """True if the person folder exists."""
         return self._dir_path(person_id).is_dir()
 
-    def create_dir(self, person_id: str) -> bool:
-        """Create the person folder; True if created, False if it already existed."""
+    def create_dir(self, person_id: str, durable: bool = True) -> bool:
+        """Create the person folder; True if created, False if it already existed.
+
+        With `durable=False` the new entry is not yet fsynced (see `add_photo`)."""
         folder = self._dir_path(person_id)
         try:
             folder.mkdir()
@@ -127,7 +136,8 @@ class PhotoStore:
             if folder.is_dir():
                 return False
             raise Conflict(f"{person_id!r} exists and is not a folder") from None
-        _fsync_dir(self.root)
+        if durable:
+            _fsync_dir(self.root)
         return True
 
     def list_dirs(self) -> list[str]:
@@ -182,7 +192,7 @@ class PhotoStore:
         digest = sha256_bytes(data)
         if sha256 is not None and sha256.lower() != digest:
             raise Conflict(f"photo {photo!r}: sha256 {digest} does not match the expected {sha256}")
-        self.create_dir(person_id)
+        self.create_dir(person_id, durable)
         if path.is_dir():
             raise Conflict(f"{photo!r} in folder {person_id!r} is a folder, not a photo")
         self._write_atomic(path, data, durable)
