@@ -14,10 +14,12 @@ photos are enrolled, and every one-photo person is enrolled as a distractor. Rep
 wrong-person answers over the enrolled probes, no-face probes; averaged over `--seeds` seeds
 (0, 1, ...). A probe without a face is an answer of no_face (wrong for an enrolled probe).
 
-Every photo is encoded once with face_recognition (HOG, upsample 1 then 2, largest face, 1
-jitter, 2 processes) with the product's default landmark model (`Settings.landmarks`), cached
-as .npz under ~/.cache/facenet_ray_bench (or $FACENET_BENCH_CACHE), keyed by the dataset's
-path, file list and sizes and the model (the landmark model included). `--landmarks large
+Every photo is encoded once with the product's encoder (`facenet_ray.faces.Encoder` with the
+default `Settings`: HOG, upsample 1, then the fallbacks upsample 2, CNN, whole image; largest
+face; 1 jitter; 2 processes) and the product's default landmark model (`Settings.landmarks`);
+which fallback found each photo's face is counted (the detection report), and the encodings
+are cached as .npz under ~/.cache/facenet_ray_bench (or $FACENET_BENCH_CACHE), keyed by the
+dataset's path, file list and sizes and the model (the landmark model included). `--landmarks large
 small` runs every table once per landmark model (large: dlib's 68-point alignment; small: 5
 points), the first one also as the top-level result; `--time-encode N` times the product's
 encoder on N photos in this process with each landmark model (photos/s).
@@ -55,7 +57,11 @@ from pathlib import Path
 import numpy as np
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-MODEL = {"detector": "hog", "upsample": 1, "retry_upsample": 2, "jitters": 1, "landmarks": "small"}
+# The encoder settings the cache is keyed by (besides the landmark model); v2: the product's
+# Encoder with its fallbacks (v1 was HOG upsample 1 then 2 through face_recognition alone).
+MODEL = {"encoder": "facenet_ray.faces.Encoder v2", "detector": "hog", "upsample": 1,
+         "fallback_detection": True, "jitters": 1, "landmarks": "small"}
+NO_FACE = "none"  # the fallback label of a photo in which no face was found
 HOLD_OUT = 0.2
 FA_TARGET = 0.03
 SEARCH_K = 10  # persons fetched per probe; each rule sees its own top_k of them
@@ -93,20 +99,32 @@ def _cache_key(dataset: Path, photos: list[tuple[str, Path]], model: dict) -> st
     return h.hexdigest()[:20]
 
 
-def _encode_one(path: str, landmarks: str = "small") -> tuple[np.ndarray | None, int]:
-    """The largest face's encoding and the upsample that found it (None, -1: no face)."""
-    import face_recognition
+_ENCODERS: dict = {}  # one product Encoder per landmark model, per pool process
 
-    image = face_recognition.load_image_file(path)
-    for upsample in (MODEL["upsample"], MODEL["retry_upsample"]):
-        boxes = face_recognition.face_locations(image, upsample, model=MODEL["detector"])
-        if boxes:
-            box = max(boxes, key=lambda b: (b[2] - b[0]) * (b[1] - b[3]))
-            enc = face_recognition.face_encodings(
-                image, [box], num_jitters=MODEL["jitters"], model=landmarks
-            )
-            return np.asarray(enc[0], dtype=np.float32), upsample
-    return None, -1
+
+def _encode_one(path: str, landmarks: str = "small") -> tuple[np.ndarray | None, str]:
+    """The largest face's encoding by the product's Encoder, and which detection found it:
+    "" (the first try), a fallback's name (`Detection.fallback`), or NO_FACE (None)."""
+    from facenet_ray.config import Settings
+    from facenet_ray.faces import Encoder
+
+    if landmarks not in _ENCODERS:
+        settings = Settings(landmarks=landmarks, detector=MODEL["detector"],
+                            upsample=MODEL["upsample"], jitters=MODEL["jitters"],
+                            fallback_detection=MODEL["fallback_detection"])
+        _ENCODERS[landmarks] = Encoder(settings)
+    detection = _ENCODERS[landmarks].encode_file(Path(path))
+    if not detection.faces:
+        return None, NO_FACE
+    return detection.faces[0].encoding, detection.fallback or ""
+
+
+def detection_report(data: dict[str, np.ndarray]) -> dict:
+    """How many photos each detection step found a face in, and the no-face rate."""
+    labels = [str(x) for x in data["fallback"]]
+    counts = {label or "first_try": labels.count(label) for label in sorted(set(labels))}
+    return {"photos": len(labels), "by_step": counts,
+            "no_face": labels.count(NO_FACE), "no_face_rate": labels.count(NO_FACE) / len(labels)}
 
 
 def time_encode(dataset: Path, count: int, landmarks: list[str]) -> dict:
@@ -138,7 +156,8 @@ def time_encode(dataset: Path, count: int, landmarks: list[str]) -> dict:
 def load_or_encode(
     dataset: Path, processes: int = 2, landmarks: str = "small"
 ) -> dict[str, np.ndarray]:
-    """persons, photos (str), encodings (n, 128) float32, has_face (bool), upsample (int8)."""
+    """persons, photos (str), encodings (n, 128) float32, has_face (bool), fallback (str:
+    "" for the first try, a fallback's name, or NO_FACE)."""
     photos = list_photos(dataset)
     key = _cache_key(dataset, photos, model_of(landmarks))
     path = cache_dir() / f"{dataset.resolve().name}-{key}.npz"
@@ -155,16 +174,15 @@ def load_or_encode(
         results = pool.starmap(_encode_one, [(str(p), landmarks) for _, p in photos], chunksize=8)
     encodings = np.zeros((len(photos), 128), dtype=np.float32)
     has_face = np.zeros(len(photos), dtype=bool)
-    upsample = np.full(len(photos), -1, dtype=np.int8)
-    for i, (enc, up) in enumerate(results):
+    for i, (enc, _) in enumerate(results):
         if enc is not None:
-            encodings[i], has_face[i], upsample[i] = enc, True, up
+            encodings[i], has_face[i] = enc, True
     data = {
         "persons": np.array([p for p, _ in photos]),
         "photos": np.array([p.name for _, p in photos]),
         "encodings": encodings,
         "has_face": has_face,
-        "upsample": upsample,
+        "fallback": np.array([label for _, label in results]),
         "encode_seconds": np.float64(time.perf_counter() - t0),
         "encode_processes": np.int64(processes),
     }
@@ -560,6 +578,11 @@ def main(argv: list[str] | None = None) -> int:
     for i, landmarks in enumerate(args.landmarks):
         data = load_or_encode(args.dataset, args.processes, landmarks)
         part = evaluate(Dataset(data), args, landmarks, seeds, calib_seeds)
+        part["detection"] = detection_report(data)
+        steps = ", ".join(f"{k} {v}" for k, v in part["detection"]["by_step"].items())
+        print(f"\ndetection ({landmarks} landmarks), photos by the step that found a face: "
+              f"{steps}; no face in {part['detection']['no_face']} of "
+              f"{part['detection']['photos']} ({100 * part['detection']['no_face_rate']:.2f}%)")
         if "encode_seconds" in data:
             part["encode"] = {
                 "seconds": float(data["encode_seconds"]),

@@ -77,10 +77,11 @@ class Settings(BaseSettings):
 
     @property
     def model_key(self) -> str:
-        """Names the encodings a setting produces; cached ones of another key are stale."""
+        """Names the encodings a setting produces; cached ones of another key are stale.
+        v2: a gallery photo keeps its largest face only (v1 kept every face)."""
         if self.encoder == "fake":
             return "fake-v1"
-        return f"dlib-{self.landmarks}-j{self.jitters}"
+        return f"dlib-v2-{self.landmarks}-j{self.jitters}"
 
     def shard_root(self, server_id: str) -> Path:
         """A server's own folder under the data dir (the same path on every machine's disk)."""

@@ -49,8 +49,11 @@ def encode_paths(
 ) -> list[tuple[str, str, CacheEntry | None]]:
     """Encode photos from local paths: (person_id, photo, path) -> (person_id, photo, entry).
 
-    An entry is None when the file vanished or cannot be decoded; a photo without a face gets
-    an entry with zero encodings so that it is not encoded again.
+    A gallery photo stands for its folder's person by its largest face only: the others are
+    bystanders, and indexing them under that person would let a stranger match them (the
+    accuracy benchmark measures this rule). An entry is None when the file vanished or cannot
+    be decoded; a photo without a face gets an entry with zero encodings so that it is not
+    encoded again.
     """
     encoder = _encoder(settings)
     out: list[tuple[str, str, CacheEntry | None]] = []
@@ -64,7 +67,7 @@ def encode_paths(
             log.warning("cannot encode %s/%s: %s", person_id, photo, exc)
             out.append((person_id, photo, None))
             continue
-        encodings = np.stack([f.encoding for f in detection.faces]).astype(np.float32) if (
+        encodings = np.stack([f.encoding for f in detection.faces[:1]]).astype(np.float32) if (
             detection.faces
         ) else np.zeros((0, 128), np.float32)
         out.append(
@@ -140,14 +143,18 @@ class ShardActor:
     def _encode_loop(self) -> None:
         """Drain the pending queue in batches, as many batches in flight as the node has CPUs."""
         in_flight: dict[ray.ObjectRef, list[tuple[str, str]]] = {}
-        max_in_flight = self._node_cpus()
+        # One batch more than the node has CPUs: a CPU that frees finds the next batch waiting.
+        max_in_flight = self._node_cpus() + 1
         while True:
-            with self.lock:
-                while self.pending and len(in_flight) < max_in_flight:
+            batches = []
+            with self.lock:  # taken off the queue here, submitted without the lock
+                while self.pending and len(in_flight) + len(batches) < max_in_flight:
                     batch = [self.pending.popleft() for _ in range(min(ENCODE_BATCH,
                                                                        len(self.pending)))]
                     self.encoding += len(batch)
-                    in_flight[self._submit(batch)] = batch
+                    batches.append(batch)
+            for batch in batches:
+                in_flight[self._submit(batch)] = batch
             if not in_flight:
                 self._maybe_save(force=self.dirty)
                 self.wake.wait(timeout=1.0)
@@ -266,7 +273,7 @@ class ShardActor:
         Every write is verified against its sha256 (Conflict otherwise); photos not in `files`
         are removed, so a repaired folder ends up identical to the source.
         """
-        self.store.create_dir(person_id)
+        self.store.create_dir(person_id, durable)
         wanted = {name for name, _, _ in files}
         for old in self.store.list_photos(person_id):
             if old.name not in wanted:
