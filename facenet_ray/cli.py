@@ -186,17 +186,32 @@ def cmd_redistribute(args) -> None:
         raise CliError(f"{len(spread['failed'])} folder(s) could not be distributed")
 
 
+def check_report(result: dict) -> tuple[list[str], str | None]:
+    """The lines `check` prints for an integrity job's result, and what is still wrong (None
+    when every server was checked and every error it found was fixed)."""
+    lines = [f"errors: {result['errors']}  fixed: {result['fixed']}  "
+             f"empty files removed: {result['emptyFilesRemoved']}"]
+    lines += [f"  {f['server']}  {f['dir']}: {'; '.join(f['problems'])}"
+              for f in result["folders"]]
+    unchecked = result.get("missingServers") or []
+    if unchecked:  # their folders were not seen: not a clean check
+        lines.append(f"  not checked (did not answer): {', '.join(unchecked)}")
+    if result["errors"] > result["fixed"]:
+        return lines, f"{result['errors'] - result['fixed']} folder(s) still have errors"
+    if unchecked:
+        return lines, f"{len(unchecked)} server(s) could not be checked"
+    return lines, None
+
+
 def cmd_check(args) -> None:
     result = _client(args).job(
         "/distribution/checkNetworkIntegrity",
         {"fixErrors": int(args.fix), "fullCheck": int(args.full)}, label="checking integrity",
     )
-    print(f"errors: {result['errors']}  fixed: {result['fixed']}  "
-          f"empty files removed: {result['emptyFilesRemoved']}")
-    for folder in result["folders"]:
-        print(f"  {folder['server']}  {folder['dir']}: {'; '.join(folder['problems'])}")
-    if result["errors"] > result["fixed"]:
-        raise CliError(f"{result['errors'] - result['fixed']} folder(s) still have errors")
+    lines, problem = check_report(result)
+    print("\n".join(lines))
+    if problem:
+        raise CliError(problem)
 
 
 def cmd_keys_create(args) -> None:

@@ -14,7 +14,7 @@ from facenet_ray.config import Settings
 from facenet_ray.errors import BadRequest, FacenetError, InvalidName
 from facenet_ray.names import check_name
 from facenet_ray.placement import plan
-from facenet_ray.runtime import LagMonitor, actor, shard_name
+from facenet_ray.runtime import LagMonitor, actor, freeze_startup_objects, shard_name
 from facenet_ray.shard import background_priority
 from facenet_ray.store import PhotoStore, sha256_bytes, sha256_file
 
@@ -28,6 +28,8 @@ EMPTY_FILES = metrics.Counter("facenet_empty_files_removed_total", "Empty files 
 
 SCAN_BATCH = 50  # folders hashed per catalog call during loadDirs
 COPY_BATCH = 32  # folders per shard call: fewer round trips, still fine-grained progress
+SHARD_CALL_SLICE_S = 10.0  # a shard call that takes longer is waited for while its server is up
+SHARD_CALL_MAX_S = 3600.0  # ... but never longer than this
 JOB_KINDS = ("loadDirs", "startAutoDistrib", "checkNetworkIntegrity", "runReDistribution", "heal")
 
 
@@ -76,6 +78,7 @@ class DistributorActor:
         if self.lock is None:
             self.lock = asyncio.Lock()
             await self.catalog.fail_unfinished_jobs.remote("distributor restarted")
+            freeze_startup_objects()
             self._spawn(self.lag.run())
         return True
 
@@ -299,12 +302,35 @@ class DistributorActor:
         return payload, problems
 
     async def _try_shard(self, server_id: str, method: str, *args):
+        """A shard call's answer, or None when it failed or its server went down meanwhile.
+
+        A long call (a full inventory hashes every file, remove_all of a large shard) is waited
+        for as long as the heartbeat keeps its server up, not cut at a fixed time: a slow
+        server is not a dead one. SHARD_CALL_MAX_S bounds a call that never returns.
+        """
+        started = asyncio.get_running_loop().time()
         try:
             shard = actor(shard_name(server_id))
-            return await asyncio.wait_for(getattr(shard, method).remote(*args), 30)
+            call = asyncio.ensure_future(getattr(shard, method).remote(*args))
         except Exception as exc:
             log.warning("%s on %s failed: %r", method, server_id, exc)
             return None
+        try:
+            while True:
+                done, _ = await asyncio.wait({call}, timeout=SHARD_CALL_SLICE_S)
+                if done:
+                    return call.result()
+                up = await actor("coordinator").participating_servers.remote()
+                waited = asyncio.get_running_loop().time() - started
+                if server_id not in up or waited > SHARD_CALL_MAX_S:
+                    log.warning("%s on %s: no answer after %.0f s (server %s)", method,
+                                server_id, waited, "up" if server_id in up else "down")
+                    return None
+        except Exception as exc:
+            log.warning("%s on %s failed: %r", method, server_id, exc)
+            return None
+        finally:
+            call.cancel()
 
     # -- heal, redistribute -----------------------------------------------------------------
 

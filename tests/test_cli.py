@@ -179,6 +179,17 @@ def test_check_reports_a_damaged_folder_and_fix_repairs_it(service, cli, loaded)
     assert photo.read_bytes() == original
 
 
+def test_check_with_a_server_that_did_not_answer_is_not_clean():
+    from facenet_ray.cli import check_report
+
+    result = {"errors": 0, "fixed": 0, "emptyFilesRemoved": 0, "folders": [],
+              "missingServers": ["a1b2c3d4e5f6"]}
+    lines, problem = check_report(result)
+    assert lines[-1] == "  not checked (did not answer): a1b2c3d4e5f6"
+    assert problem == "1 server(s) could not be checked"
+    assert check_report({**result, "missingServers": []}) == (lines[:1], None)
+
+
 def test_redistribute_spreads_the_gallery_again_and_it_stays_searchable(cli, loaded):
     done = cli("redistribute")
     assert done.returncode == 0, done.stderr
