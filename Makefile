@@ -32,7 +32,12 @@ test: setup
 lint: setup
 	$(BIN)/ruff check facenet_ray tests bench serve_app.py
 
-bench: setup
+# The peers (deepface) and the plot come with the `bench` extra, never with the product.
+$(VENV)/.bench-stamp: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[dev,bench]"
+	touch $@
+
+bench: $(VENV)/.bench-stamp
 	$(BIN)/python -m bench all --dataset $(or $(DATASET),../shared/datasets/lfw-dev)
 
 clean:

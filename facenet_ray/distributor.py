@@ -407,9 +407,11 @@ class DistributorActor:
                 )
             mine = {f for f, a in assignments.items()
                     if a["server_id"] == server_id and a["state"] == "distributed"}
+            expected = await self.catalog.files_of.remote(sorted(mine))  # one call a server
             for person_id in sorted(mine | set(inventory)):
-                found = await self._folder_problems(
-                    person_id, inventory.get(person_id), person_id in mine, full
+                found = _folder_problems(
+                    expected.get(person_id) if person_id in mine else None,
+                    inventory.get(person_id), full,
                 )
                 if found:
                     problems[(server_id, person_id)] = found
@@ -435,25 +437,25 @@ class DistributorActor:
             "missingServers": missing,
         }
 
-    async def _folder_problems(self, person_id: str, present, assigned: bool,
-                               full: bool) -> list[str]:
-        if not assigned:
-            return ["unexpected folder"]
-        if present is None:
-            return ["folder missing"]
-        found = []
-        files = await self.catalog.folder_files.remote(person_id)
-        for f in files:
-            info = present.get(f["name"])
-            if info is None:
-                found.append(f"missing: {f['name']}")
-            elif info.size != f["size"]:
-                found.append(f"wrong size: {f['name']}")
-            elif full and info.sha256 != f["sha256"]:
-                found.append(f"wrong checksum: {f['name']}")
-        expected = {f["name"] for f in files}
-        found += [f"unexpected file: {name}" for name in sorted(set(present) - expected)]
-        return found
+def _folder_problems(files: list[dict] | None, present: dict | None, full: bool) -> list[str]:
+    """What is wrong with one folder on a server: `files` are the catalog's (None when the
+    folder is not assigned there), `present` the server's inventory of it (None: absent)."""
+    if files is None:
+        return ["unexpected folder"]
+    if present is None:
+        return ["folder missing"]
+    found = []
+    for f in files:
+        info = present.get(f["name"])
+        if info is None:
+            found.append(f"missing: {f['name']}")
+        elif info.size != f["size"]:
+            found.append(f"wrong size: {f['name']}")
+        elif full and info.sha256 != f["sha256"]:
+            found.append(f"wrong checksum: {f['name']}")
+    expected = {f["name"] for f in files}
+    found += [f"unexpected file: {name}" for name in sorted(set(present) - expected)]
+    return found
 
 
 def _summary(result: dict) -> dict:
