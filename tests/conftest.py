@@ -133,3 +133,33 @@ def wait_task(client, svc: Service, task_id: str, timeout_s: float = 60.0) -> di
             return task
         time.sleep(0.1)
     raise AssertionError(f"task {task_id} did not finish in {timeout_s}s")
+
+
+def run_job(kind: str, params: dict | None = None) -> dict:
+    """Run a distributor job through the actor itself and return its result (it must succeed)."""
+    import ray
+
+    from facenet_ray.runtime import actor
+
+    distributor = actor("distributor")
+    job_id = ray.get(distributor.start_job.remote(kind, params or {}))
+    job = ray.get(distributor.wait.remote(job_id, 300))
+    assert job["status"] == "done", job
+    return job["result"]
+
+
+def search_task(data: bytes, server_ids: list[str] | None = None, timeout_s: float = 60) -> dict:
+    """A search through the coordinator actor (no HTTP), waited for until it ends."""
+    import ray
+
+    from facenet_ray.runtime import actor
+
+    coordinator = actor("coordinator")
+    task_id = ray.get(coordinator.create_task.remote(data, server_ids))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        task = ray.get(coordinator.get_task.remote(task_id))
+        if task["status"] in ("done", "failed"):
+            return task
+        time.sleep(0.05)
+    raise AssertionError(f"task {task_id} did not finish in {timeout_s}s")

@@ -7,29 +7,10 @@ import time
 import pytest
 import ray
 
-from conftest import HEAD_CPUS, start_fresh_service
+from conftest import HEAD_CPUS, run_job, search_task, start_fresh_service
 from facenet_ray.runtime import actor, server_id_of
 
 FOLDERS = 210
-
-
-def run_job(kind: str, params: dict | None = None) -> dict:
-    distributor = actor("distributor")
-    job = ray.get(distributor.wait.remote(
-        ray.get(distributor.start_job.remote(kind, params or {})), 300))
-    assert job["status"] == "done", job
-    return job["result"]
-
-
-def search(data: bytes) -> dict:
-    coordinator = actor("coordinator")
-    task_id = ray.get(coordinator.create_task.remote(data))
-    for _ in range(600):
-        task = ray.get(coordinator.get_task.remote(task_id))
-        if task["status"] in ("done", "failed"):
-            return task
-        time.sleep(0.05)
-    raise AssertionError("task did not finish")
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +60,11 @@ def test_shares_follow_cpu_weights_and_node_loss_heals(cluster):
     before = ray.get(actor("catalog").get_assignments.remote())
     on_small = [f for f, a in before.items() if a["server_id"] == svc.nodes["small"]]
     probe = (svc.gallery / on_small[0] / "a photo.jpg").read_bytes()
-    found = search(probe)
+    found = search_task(probe)
     assert found["found"] and found["faceId"] == on_small[0]
 
     ray_cluster.remove_node(small, allow_graceful=False)
-    during = search(probe)
+    during = search_task(probe)
     assert during["status"] == "done"
     if not during["found"]:  # before healing the lost server is named, never silently absent
         assert svc.nodes["small"] in during["missingServers"]
@@ -99,7 +80,7 @@ def test_shares_follow_cpu_weights_and_node_loss_heals(cluster):
         raise AssertionError("the lost server's folders were not healed")
     moved = [f for f in before if before[f]["server_id"] != after[f]["server_id"]]
     assert sorted(moved) == sorted(on_small)  # minimal move: only the lost server's folders
-    healed = search(probe)
+    healed = search_task(probe)
     assert healed["found"] and healed["faceId"] == on_small[0]
     assert healed["missingServers"] == []
     check = ray.get(actor("distributor").check_distribution.remote())

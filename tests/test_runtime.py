@@ -7,28 +7,8 @@ import time
 import pytest
 import ray
 
-from conftest import BIDEN, OBAMA, start_fresh_service
+from conftest import BIDEN, OBAMA, run_job, search_task, start_fresh_service
 from facenet_ray.runtime import actor, shard_name
-
-
-def run_job(kind: str, params: dict | None = None) -> dict:
-    distributor = actor("distributor")
-    job_id = ray.get(distributor.start_job.remote(kind, params or {}))
-    job = ray.get(distributor.wait.remote(job_id, 300))
-    assert job["status"] == "done", job
-    return job["result"]
-
-
-def search(data: bytes, server_ids=None) -> dict:
-    coordinator = actor("coordinator")
-    task_id = ray.get(coordinator.create_task.remote(data, server_ids))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        task = ray.get(coordinator.get_task.remote(task_id))
-        if task["status"] in ("done", "failed"):
-            return task
-        time.sleep(0.05)
-    raise AssertionError("task did not finish")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +48,7 @@ def test_every_folder_distributed_and_counted(svc):
     (BIDEN / "biden.jpg", "Joseph_Biden"),
 ])
 def test_search_finds_each_portrait(svc, photo, person):
-    task = search(photo.read_bytes())
+    task = search_task(photo.read_bytes())
     assert task["status"] == "done", task
     assert task["found"] is True and task["faceId"] == person
     assert task["missingServers"] == []
@@ -81,7 +61,7 @@ def test_photo_without_face_is_no_face(svc, tmp_path):
 
     path = tmp_path / "blank.png"
     Image.new("RGB", (300, 300), (120, 160, 200)).save(path)
-    task = search(path.read_bytes())
+    task = search_task(path.read_bytes())
     assert task["status"] == "done", task
     assert task["found"] is False and task["reason"] == "no_face"
 
@@ -132,7 +112,7 @@ def test_deleted_folder_and_unknown_folder_are_errors(svc):
     assert not stray.exists()
     assert sorted(p.name for p in shard_folder(svc, "Joseph_Biden").iterdir()) == ["biden.jpg"]
     ray.get(actor(shard_name(svc.server_id)).wait_idle.remote(60))
-    assert search((BIDEN / "biden.jpg").read_bytes())["faceId"] == "Joseph_Biden"
+    assert search_task((BIDEN / "biden.jpg").read_bytes())["faceId"] == "Joseph_Biden"
 
 
 def test_cache_survives_shard_restart_without_reencoding(svc):
@@ -152,7 +132,7 @@ def test_cache_survives_shard_restart_without_reencoding(svc):
     while svc.server_id not in ray.get(actor("coordinator").participating_servers.remote()):
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    task = search((OBAMA / "obama.jpg").read_bytes())
+    task = search_task((OBAMA / "obama.jpg").read_bytes())
     assert task["faceId"] == "Barack_Obama", repr(task)
 
 
@@ -160,4 +140,4 @@ def test_redistribution_removes_then_copies_everything(svc):
     result = run_job("runReDistribution")
     assert result["distributed"] == 2 and not result["failed"]
     ray.get(actor(shard_name(svc.server_id)).wait_idle.remote(120))
-    assert search((OBAMA / "obama3.jpg").read_bytes())["faceId"] == "Barack_Obama"
+    assert search_task((OBAMA / "obama3.jpg").read_bytes())["faceId"] == "Barack_Obama"
