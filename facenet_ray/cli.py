@@ -252,6 +252,8 @@ def _connect(address: str | None, settings: Settings, start: bool) -> None:
     if mark.exists():
         try:
             started = json.loads(mark.read_text())
+            if not _answers(started["address"]):  # ray.init would wait minutes for a dead head
+                raise ConnectionError(f"the Ray head at {started['address']} is gone")
             if started.get("auth") == "token":  # an explicit address never turns it on itself
                 _use_token_auth()
             ray.init(address=started["address"], _temp_dir=started["temp_dir"],
@@ -277,6 +279,16 @@ def _connect(address: str | None, settings: Settings, start: bool) -> None:
         print("Ray cluster auth: token (Ray's own; a machine that joins needs the same token: "
               "`ray get-auth-token` prints it)", file=sys.stderr)
     ray.init(address=address, _temp_dir=temp_dir, namespace="facenet", log_to_driver=False)
+
+
+def _answers(address: str, timeout_s: float = 2.0) -> bool:
+    """True when something accepts connections at `address` ("host:port")."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def _ray_token_auth() -> str:
@@ -376,7 +388,13 @@ def cmd_up(args) -> None:
             time.sleep(1)
     except KeyboardInterrupt:
         pass
-    _shutdown(settings)
+    print("stopping (Ctrl-C again stops Ray at once)...", file=sys.stderr)
+    try:
+        _shutdown(settings)
+    except KeyboardInterrupt:  # impatient: no graceful Serve shutdown, but nothing left running
+        if (settings.data_dir / STARTED_MARK).exists():
+            _stop_local_ray(settings)
+        raise
 
 
 def _wait_searchable(client: Client, timeout_s: float = 600.0) -> None:

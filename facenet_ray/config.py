@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(2.0, gt=0)
     heartbeat_misses: int = Field(3, ge=1)
     auto_heal: bool = True
+    # A server of the catalog that no Ray node has taken over since the service started (a
+    # machine not back after a restart) is healed after this long: time for machines to join.
+    absent_grace_s: float = Field(120.0, ge=0)
     search_timeout_s: float = Field(10.0, gt=0)
     copy_concurrency: int = Field(8, ge=1)
     probe_encoders: int = Field(2, ge=1)  # warm single-threaded probe encoders on the head

@@ -79,7 +79,12 @@ class CoordinatorActor:
         self.gallery = PhotoStore(settings.gallery_dir or settings.data_dir / "gallery")
         self.shards: dict[str, ray.actor.ActorHandle] = {}
         self.status: dict[str, str] = {}
-        self.node_alive: set[str] = set()
+        self.node_alive: set[str] = set()  # servers whose Ray node is alive
+        self.server_of_node: dict[str, str] = {}  # Ray node id -> server id
+        # Servers of the catalog that no node of this cluster has been since the service
+        # started (a machine not back after a restart): since when, and whether it was healed.
+        self.absent_since: dict[str, float] = {}
+        self.absent_healed: set[str] = set()
         self.misses: dict[str, int] = defaultdict(int)
         self.in_flight: dict[str, int] = defaultdict(int)
         self.lag = LagMonitor()
@@ -130,36 +135,93 @@ class CoordinatorActor:
     # -- servers ----------------------------------------------------------------------------
 
     async def update_server_list(self) -> int:
-        """Refresh from Ray's node table: new nodes get a shard, dead ones are marked down."""
+        """Refresh from Ray's node table: new nodes get a shard, dead ones are marked down.
+
+        A server keeps its id across restarts of Ray (a Ray node id is new at every `ray
+        start`): a node that joins takes over the id of the catalog's server on its machine
+        (same IP and CPU count) whose node is gone, so it finds its folders, its encodings
+        cache and its assignments again. Servers of the catalog that no node takes over are
+        absent: searches name them missing, and after `absent_grace_s` they are healed.
+        """
         nodes = await asyncio.to_thread(ray.nodes)
-        alive = {
-            server_id_of(n["NodeID"]): n
-            for n in nodes
-            if n["Alive"] and n["Resources"].get("CPU", 0) > 0
-        }
-        self.node_alive = set(alive)
-        for server_id, node in alive.items():
-            if server_id in self.shards:
+        alive = {n["NodeID"]: n for n in nodes if n["Alive"] and n["Resources"].get("CPU", 0) > 0}
+        records = await self.catalog.list_servers.remote()
+        for node_id, node in alive.items():
+            if node_id in self.server_of_node:
                 continue  # known: the heartbeat decides whether it is up
+            server_id = await self._identify(node, records, alive)
+            self.server_of_node[node_id] = server_id
             self.shards[server_id] = ShardActor.options(
                 name=shard_name(server_id), namespace=NAMESPACE, lifetime="detached",
-                get_if_exists=True, scheduling_strategy=pinned(node["NodeID"]),
+                get_if_exists=True, scheduling_strategy=pinned(node_id),
                 max_restarts=-1, num_cpus=self.settings.shard_cpus,
             ).remote(server_id, self.settings)
             await self.catalog.upsert_server.remote(
-                server_id, node_id=node["NodeID"], ip=node["NodeManagerAddress"],
+                server_id, node_id=node_id, ip=node["NodeManagerAddress"],
                 port=self.settings.port, cpu_count=int(node["Resources"]["CPU"]),
                 status="active",
             )
+            self.absent_since.pop(server_id, None)
             await self._mark_up(server_id)
-        await self._join_pending({n["NodeManagerAddress"] for n in alive.values()})
+        self.node_alive = {self.server_of_node[n] for n in alive}
+        await self._join_pending(records, {n["NodeManagerAddress"] for n in alive.values()})
         for server_id in list(self.shards):
-            if server_id not in alive and self.status.get(server_id) == "active":
+            if server_id not in self.node_alive and self.status.get(server_id) == "active":
                 await self._mark_down(server_id, "node not alive in Ray")
+        await self._note_absent(records)
         return len(self.participating_servers_now())
 
-    async def _join_pending(self, ips: set[str]) -> None:
-        for server in await self.catalog.list_servers.remote():
+    async def _identify(self, node: dict, records: list[dict], alive: dict) -> str:
+        """The server id of a node that joined: its own record's (this coordinator restarted),
+        or that of a gone server on the same machine, or a new one from its node id."""
+        node_id = node["NodeID"]
+        taken = set(self.server_of_node.values())
+        for r in records:
+            if r["node_id"] == node_id:
+                return r["server_id"]
+        gone = [
+            r for r in records
+            if r["status"] in ("active", "down") and r["server_id"] not in taken
+            and r["node_id"] not in alive and r["ip"] == node["NodeManagerAddress"]
+            and r["cpu_count"] == int(node["Resources"]["CPU"])
+        ]
+        if not gone:
+            return server_id_of(node_id)
+        server_id = max(gone, key=lambda r: r["last_seen"] or 0)["server_id"]
+        try:  # the shard actor of its old node (same Ray session) can never run again
+            ray.kill(actor(shard_name(server_id)), no_restart=True)
+        except ValueError:
+            pass
+        await self.catalog.add_event.remote(
+            "server_rejoined", {"node_id": node_id}, server_id=server_id
+        )
+        return server_id
+
+    async def _note_absent(self, records: list[dict]) -> None:
+        """Servers of the catalog with no node in this cluster: down at once (searches name
+        them missing), healed once they have been absent for `absent_grace_s`."""
+        now = time.monotonic()
+        for r in records:
+            server_id = r["server_id"]
+            if r["status"] not in ("active", "down") or server_id in self.node_alive \
+                    or server_id in self.shards:
+                continue
+            if server_id not in self.absent_since:
+                self.absent_since[server_id] = now
+                self.status[server_id] = "down"
+                await self.catalog.set_server_status.remote(server_id, "down")
+                await self.catalog.add_event.remote(
+                    "server_absent", {"dirs": r["dirs_count"]}, server_id=server_id
+                )
+            waited = now - self.absent_since[server_id]
+            if (self.settings.auto_heal and server_id not in self.absent_healed
+                    and waited >= self.settings.absent_grace_s):
+                self.absent_healed.add(server_id)
+                log.warning("server %s absent for %.0f s: healing its folders", server_id, waited)
+                await actor("distributor").start_job.remote("heal", {"server": server_id})
+
+    async def _join_pending(self, records: list[dict], ips: set[str]) -> None:
+        for server in records:
             if server["status"] == "pending" and server["ip"] in ips:
                 await self.catalog.set_server_status.remote(server["server_id"], "joined")
                 await self.catalog.add_event.remote(
@@ -280,11 +342,11 @@ class CoordinatorActor:
             for server_id in server_ids:
                 self._known(server_id)
             targets = list(server_ids)
-        else:  # a down server still holding folders is reported missing until healed
+        else:  # a down or absent server still holding folders is reported missing until healed
             targets = sorted(
                 s["server_id"] for s in await self.catalog.list_servers.remote()
-                if s["server_id"] in self.shards
-                and (self.status.get(s["server_id"]) == "active" or s["dirs_count"] > 0)
+                if self.status.get(s["server_id"]) == "active"
+                or (s["status"] in ("active", "down") and s["dirs_count"] > 0)
             )
         if not any(self.status.get(s) == "active" for s in targets):
             raise Unavailable("no server is available to search")

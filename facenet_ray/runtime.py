@@ -16,7 +16,8 @@ SERVICE_ACTORS = ("coordinator", "distributor", "catalog")
 
 
 def server_id_of(node_id: str) -> str:
-    """A server's id: the first 12 hex digits of its Ray node id (short enough for URLs)."""
+    """A new server's id: the first 12 hex digits of its Ray node id (short enough for URLs).
+    It stays the server's id when Ray restarts (see CoordinatorActor.update_server_list)."""
     return node_id[:12]
 
 
@@ -94,8 +95,8 @@ def start_service(settings: Settings) -> None:
 def stop_service() -> None:
     """Kill the service's actors and its shards (their files on disk stay)."""
     names = list(SERVICE_ACTORS)
-    for node in ray.nodes():
-        names.append(shard_name(server_id_of(node["NodeID"])))
+    names += [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+              if a["namespace"] == NAMESPACE and a["name"].startswith(shard_name(""))]
     for name in names:
         try:
             ray.kill(actor(name), no_restart=True)

@@ -214,6 +214,27 @@ def test_keys_create_refuses_an_unknown_role():
     assert done.returncode == 2 and "invalid choice: 'root'" in done.stderr
 
 
+def test_down_after_the_head_died_cleans_up_at_once(tmp_path):
+    """A head that `up` started but that is gone (killed, machine rebooted): `down` must not
+    wait minutes for it, and the stale record of it goes."""
+    import json
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    mark = data_dir / "ray-started-by-facenet"
+    mark.write_text(json.dumps({"address": f"127.0.0.1:{port}", "temp_dir": str(tmp_path / "ray"),
+                                "auth": "disabled"}))
+
+    done = run_cli("down", "--data-dir", str(data_dir), timeout=60)
+
+    assert_clear_error(done, "no facenet_ray service was started with data dir")
+    assert not mark.exists()
+
+
 def test_up_detach_joins_the_running_cluster_and_down_stops_the_service(
     ray_cluster, service, loaded
 ):
