@@ -215,7 +215,7 @@ class CoordinatorActor:
                 )
             waited = now - self.absent_since[server_id]
             if (self.settings.auto_heal and server_id not in self.absent_healed
-                    and waited >= self.settings.absent_grace_s):
+                    and r["dirs_count"] > 0 and waited >= self.settings.absent_grace_s):
                 self.absent_healed.add(server_id)
                 log.warning("server %s absent for %.0f s: healing its folders", server_id, waited)
                 await actor("distributor").start_job.remote("heal", {"server": server_id})
