@@ -113,7 +113,7 @@ def _encode_one(path: str, landmarks: str = "small") -> tuple[np.ndarray | None,
                             upsample=MODEL["upsample"], jitters=MODEL["jitters"],
                             fallback_detection=MODEL["fallback_detection"])
         _ENCODERS[landmarks] = Encoder(settings)
-    detection = _ENCODERS[landmarks].encode_file(Path(path))
+    detection = _ENCODERS[landmarks].encode_file(Path(path), max_faces=1)
     if not detection.faces:
         return None, NO_FACE
     return detection.faces[0].encoding, detection.fallback or ""

@@ -56,7 +56,8 @@ class ProbeEncoder:
         _encoder(settings)
 
     def encode(self, data: bytes) -> Detection:
-        return _encoder(self.settings).encode_bytes(data)
+        # Only the largest face is searched unless every face is asked for.
+        return _encoder(self.settings).encode_bytes(data, None if self.settings.all_faces else 1)
 
 
 def _candidate_json(c: Candidate) -> dict:
@@ -366,7 +367,7 @@ class CoordinatorActor:
             finally:
                 self.probe_encoders.put_nowait(encoder)
             timings["encode_ms"] = _ms(started)
-            faces = detection.faces if self.settings.all_faces else detection.faces[:1]
+            faces = detection.faces  # the largest only, unless all_faces
             if not faces:
                 result = _answer(None, [], reason="no_face")
             else:

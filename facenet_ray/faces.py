@@ -123,13 +123,15 @@ class Encoder:
         self.settings = settings
         self._fr = _face_recognition()
 
-    def detect(self, image: NDArray[np.uint8]) -> Detection:
-        """Every face in an RGB image (height, width, 3), largest first."""
+    def detect(self, image: NDArray[np.uint8], max_faces: int | None = None) -> Detection:
+        """Every face in an RGB image (height, width, 3), largest first; with `max_faces`,
+        only that many of the largest are encoded (an encoding costs more than detection)."""
         image = np.ascontiguousarray(image, dtype=np.uint8)
         boxes, fallback = self._find_boxes(image)
         if not boxes:
             return Detection(faces=[], fallback=None)
         boxes.sort(key=lambda b: (b[2] - b[0]) * (b[1] - b[3]), reverse=True)
+        boxes = boxes[:max_faces]
         encodings = self._fr.face_encodings(
             image,
             known_face_locations=boxes,
@@ -142,11 +144,11 @@ class Encoder:
         ]
         return Detection(faces=faces, fallback=fallback)
 
-    def encode_bytes(self, data: bytes) -> Detection:
-        return self.detect(decode_image(data, self.settings.max_pixels))
+    def encode_bytes(self, data: bytes, max_faces: int | None = None) -> Detection:
+        return self.detect(decode_image(data, self.settings.max_pixels), max_faces)
 
-    def encode_file(self, path: Path) -> Detection:
-        return self.encode_bytes(_read_photo(path))
+    def encode_file(self, path: Path, max_faces: int | None = None) -> Detection:
+        return self.encode_bytes(_read_photo(path), max_faces)
 
     def _find_boxes(self, image: NDArray[np.uint8]) -> tuple[list[Box], str | None]:
         s = self.settings
@@ -190,17 +192,17 @@ class FakeEncoder:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings
 
-    def detect(self, image: NDArray[np.uint8]) -> Detection:
+    def detect(self, image: NDArray[np.uint8], max_faces: int | None = None) -> Detection:
         height, width = image.shape[:2]
         return self._one_face(np.ascontiguousarray(image).tobytes(), (0, width, height, 0))
 
-    def encode_bytes(self, data: bytes) -> Detection:
+    def encode_bytes(self, data: bytes, max_faces: int | None = None) -> Detection:
         if not data:
             raise NotAnImage("the file is empty")
         return self._one_face(data, _header_box(data))
 
-    def encode_file(self, path: Path) -> Detection:
-        return self.encode_bytes(_read_photo(path))
+    def encode_file(self, path: Path, max_faces: int | None = None) -> Detection:
+        return self.encode_bytes(_read_photo(path), max_faces)
 
     @staticmethod
     def _one_face(data: bytes, box: Box) -> Detection:

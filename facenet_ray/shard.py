@@ -62,12 +62,12 @@ def encode_paths(
         try:
             stat = p.stat()
             digest = sha256_file(p)
-            detection = encoder.encode_file(p)
+            detection = encoder.encode_file(p, max_faces=1)
         except Exception as exc:  # a bad photo must not fail its batch
             log.warning("cannot encode %s/%s: %s", person_id, photo, exc)
             out.append((person_id, photo, None))
             continue
-        encodings = np.stack([f.encoding for f in detection.faces[:1]]).astype(np.float32) if (
+        encodings = np.stack([f.encoding for f in detection.faces]).astype(np.float32) if (
             detection.faces
         ) else np.zeros((0, 128), np.float32)
         out.append(
